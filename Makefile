@@ -1,0 +1,47 @@
+# Everything a fresh machine with Python 3.11+ and Java 17+ needs: `make run`, `make test`.
+# Each step is idempotent and cached: the venv is rebuilt only when pyproject.toml or
+# constraints.txt change; Kafka's jars live in ~/.cache/postback-pipeline.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format typecheck unit kafka bench clean help
+
+help:
+	@echo "make run    start Kafka and the pipeline on loopback (Ctrl-C stops everything)"
+	@echo "make test   lint, type-check and run the whole suite against a real Kafka"
+	@echo "make bench  run the benchmarks (see docs/performance.md)"
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+kafka: $(STAMP)
+	$(BIN)/python -m devstack.kafka provision
+
+run: $(STAMP) kafka
+	$(BIN)/python -m devstack
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck kafka
+	$(BIN)/pytest
+
+bench: $(STAMP) kafka
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,111 @@
+"""The pipeline's three topics, and the start-up check that they exist.
+
+`postbacks.raw` is the archive and the replay source, so it keeps a week by default;
+events and dead letters are derived and kept as long. Services call `ensure_topics` at start:
+it creates what is missing when allowed (idempotently: a concurrent creator is not an error)
+and otherwise fails with the names and the variable to change, rather than letting a producer
+wait on metadata for a topic that will never appear.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from common.env import Env
+from common.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+class TopicsMissing(RuntimeError):
+    """Topics are absent and this service may not create them."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    retention_ms: int
+
+    def new_topic(self) -> NewTopic:
+        return NewTopic(
+            self.name,
+            self.partitions,
+            self.replication_factor,
+            topic_configs={"retention.ms": str(self.retention_ms)},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    raw: TopicSpec
+    events: TopicSpec
+    dlq: TopicSpec
+    create_missing: bool = True
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> TopicSettings:
+        env = Env(environ)
+        partitions = env.integer("KAFKA_TOPIC_PARTITIONS", 6, minimum=1)
+        replication = env.integer("KAFKA_TOPIC_REPLICATION_FACTOR", 3, minimum=1)
+
+        def spec(kind: str, default_name: str, default_days: int) -> TopicSpec:
+            upper = kind.upper()
+            return TopicSpec(
+                name=env.text(f"KAFKA_TOPIC_{upper}", default_name),
+                partitions=env.integer(f"KAFKA_TOPIC_{upper}_PARTITIONS", partitions, minimum=1),
+                replication_factor=replication,
+                retention_ms=env.integer(
+                    f"KAFKA_TOPIC_{upper}_RETENTION_MS", default_days * DAY_MS, minimum=-1
+                ),
+            )
+
+        return cls(
+            raw=spec("raw", "postbacks.raw", 7),
+            events=spec("events", "postbacks.events", 7),
+            dlq=spec("dlq", "postbacks.dlq", 30),
+            create_missing=env.flag("KAFKA_CREATE_TOPICS", True),
+        )
+
+    def all(self) -> tuple[TopicSpec, ...]:
+        return (self.raw, self.events, self.dlq)
+
+
+async def ensure_topics(
+    kafka: KafkaSettings, specs: Iterable[TopicSpec], *, create_missing: bool
+) -> None:
+    """Make sure every topic in `specs` exists, creating the missing ones if allowed."""
+    wanted = {spec.name: spec for spec in specs}
+    admin = AIOKafkaAdminClient(**kafka.client_options(), client_id="postback-pipeline-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for name, spec in wanted.items() if name not in existing]
+        if not missing:
+            return
+        names = ", ".join(spec.name for spec in missing)
+        if not create_missing:
+            raise TopicsMissing(
+                f"Kafka topics missing: {names}. Create them, or set KAFKA_CREATE_TOPICS=true "
+                "to let the service create them."
+            )
+        response = await admin.create_topics([spec.new_topic() for spec in missing])
+        for topic_error in response.topic_errors:
+            name, code = topic_error[0], topic_error[1]
+            error = for_code(code)
+            if code != 0 and error is not TopicAlreadyExistsError:
+                detail = topic_error[2] if len(topic_error) > 2 else ""
+                raise TopicsMissing(
+                    f"could not create Kafka topic {name}: {error.__name__} {detail}"
+                )
+        log.info("created Kafka topics", extra={"fields": {"topics": names}})
+    finally:
+        await admin.close()

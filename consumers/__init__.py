@@ -1,0 +1,1 @@
+"""Consumer services that turn raw postbacks into the documented event stream."""

@@ -1,0 +1,187 @@
+"""The postback endpoint and the operational ones (health, readiness, metrics).
+
+The postback endpoint is a plain ASGI callable: the provider sends one postback at a time over
+one connection, so whatever this code spends per request caps the provider's throughput.
+It reads the body within the answer deadline, hands the record to the publisher with what is
+left of that deadline, and answers; nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from common.deadline import Deadline
+from common.raw_record import DEFAULT_SOURCE
+from ingest.answers import Answers
+from ingest.guards import RequestFacts
+from ingest.instruments import EdgeMetrics
+from ingest.outcomes import Outcome
+from ingest.paths import SOURCE_PATTERN
+from ingest.publisher import Publisher, PublishError, PublishTimeout
+from ingest.records import build_record
+
+
+@dataclass(slots=True)
+class EdgeState:
+    """Lifecycle flags the probes report: started once Kafka is connected, then draining."""
+
+    started: bool = False
+    draining: bool = False
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | Outcome:
+    """The whole body, or the outcome that stopped reading it (too large, client gone).
+
+    Counting as chunks arrive catches chunked bodies that declared no length, so an oversized
+    body is refused after `limit` bytes, never buffered whole.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return Outcome.CLIENT_DISCONNECTED
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return Outcome.BODY_TOO_LARGE
+        if not message.get("more_body", False):
+            if not chunks:
+                return chunk
+            chunks.append(chunk)
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+class PostbackEndpoint:
+    def __init__(
+        self,
+        *,
+        publisher: Publisher,
+        answers: Answers,
+        metrics: EdgeMetrics,
+        state: EdgeState,
+        answer_deadline_s: float,
+        max_body_bytes: int,
+        sources: frozenset[str],
+    ) -> None:
+        self._publisher = publisher
+        self._answers = answers
+        self._metrics = metrics
+        self._state = state
+        self._answer_deadline_s = answer_deadline_s
+        self._max_body_bytes = max_body_bytes
+        self._sources = sources
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        received_at_ms = time.time_ns() // 1_000_000
+        deadline = Deadline(self._answer_deadline_s)
+        facts: RequestFacts = scope["postback"]
+        source: str = scope["path_params"].get("source", DEFAULT_SOURCE)
+        self._metrics.in_flight.inc()
+        detail = ""
+        try:
+            if not SOURCE_PATTERN.fullmatch(source) or (
+                self._sources and source not in self._sources
+            ):
+                outcome = Outcome.NOT_FOUND
+                source = "invalid"
+            elif not self._state.started:
+                outcome = Outcome.NOT_READY
+            else:
+                outcome, detail = await self._accept(
+                    facts, source, receive, deadline, received_at_ms
+                )
+            await self._answers.send(send, outcome)
+        finally:
+            self._metrics.in_flight.dec()
+        self._metrics.request_seconds.observe(time.perf_counter() - started)
+        if outcome.refused:
+            self._answers.record(
+                outcome, source, client=facts.client, request_id=facts.request_id, detail=detail
+            )
+        else:
+            self._metrics.answered(source, outcome)
+
+    async def _accept(
+        self,
+        facts: RequestFacts,
+        source: str,
+        receive: Receive,
+        deadline: Deadline,
+        received_at_ms: int,
+    ) -> tuple[Outcome, str]:
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                body = await read_body(receive, self._max_body_bytes)
+        except TimeoutError:
+            return Outcome.BODY_TIMEOUT, f"deadline {self._answer_deadline_s} s"
+        if isinstance(body, Outcome):
+            return body, ""
+        self._metrics.body_bytes.observe(len(body))
+        record = build_record(
+            body,
+            source=source,
+            received_at_ms=received_at_ms,
+            client_addr=facts.client,
+            request_id=facts.request_id,
+            content_type=facts.headers.get(b"content-type"),
+            user_agent=facts.headers.get(b"user-agent"),
+        )
+        produce_started = time.perf_counter()
+        try:
+            await self._publisher.publish(record, deadline)
+        except PublishTimeout as error:
+            return Outcome.KAFKA_TIMEOUT, str(error)
+        except PublishError as error:
+            return Outcome.KAFKA_ERROR, str(error)
+        self._metrics.produce_seconds.observe(time.perf_counter() - produce_started)
+        return Outcome.ACCEPTED, ""
+
+
+def _json(status: int, document: dict[str, object]) -> Response:
+    return Response(orjson.dumps(document), status, media_type="application/json")
+
+
+def healthz(request: Request) -> Response:
+    """Alive: the process answers. Kafka trouble is readiness, not liveness: restarting the
+    edge would not bring Kafka back, and a live edge keeps answering 503 so the provider
+    retries."""
+    return _json(200, {"status": "alive"})
+
+
+class Readiness:
+    def __init__(self, state: EdgeState, publisher: Publisher) -> None:
+        self._state = state
+        self._publisher = publisher
+
+    async def respond(self, request: Request) -> Response:
+        kafka_up = self._publisher.kafka_up
+        ready = self._state.started and not self._state.draining and kafka_up
+        return _json(
+            200 if ready else 503,
+            {
+                "ready": ready,
+                "started": self._state.started,
+                "draining": self._state.draining,
+                "kafka_up": kafka_up,
+                "kafka_outage_seconds": round(self._publisher.outage_seconds(), 3),
+            },
+        )
+
+
+class MetricsEndpoint:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    async def respond(self, request: Request) -> Response:
+        return Response(generate_latest(self._registry), media_type=CONTENT_TYPE_LATEST)

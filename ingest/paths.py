@@ -1,0 +1,23 @@
+"""The postback URL space: `/postbacks` and `/postbacks/{source}`."""
+
+from __future__ import annotations
+
+import re
+
+from common.raw_record import DEFAULT_SOURCE
+
+POSTBACK_PREFIX = "/postbacks"
+SOURCE_PATTERN = re.compile(r"[a-z0-9_-]{1,64}")
+INVALID_SOURCE = "invalid"
+
+
+def is_postback_path(path: str) -> bool:
+    return path == POSTBACK_PREFIX or path.startswith(POSTBACK_PREFIX + "/")
+
+
+def source_label(path: str) -> str:
+    """The source a postback path names, or `invalid` when it is not a well-formed label."""
+    if path == POSTBACK_PREFIX:
+        return DEFAULT_SOURCE
+    candidate = path[len(POSTBACK_PREFIX) + 1 :]
+    return candidate if SOURCE_PATTERN.fullmatch(candidate) else INVALID_SOURCE

@@ -1,0 +1,203 @@
+"""Writes raw records to Kafka and knows whether Kafka is healthy.
+
+The edge answers 200 only after `publish` returns, i.e. after every in-sync replica has the
+record (acks=all, idempotent producer): a 200 makes the provider forget the postback. A
+publish that cannot finish within the caller's deadline raises instead of waiting on, and the
+record it started may still be written later; the provider then retries a postback we do
+have, which the processor's dedupe absorbs. Duplicates are recoverable, losses are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from common.deadline import Deadline
+from common.kafka import KafkaSettings
+from common.topics import TopicSpec, ensure_topics
+from ingest.records import RawRecord
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(Exception):
+    """The record is not known to be in Kafka; the caller must not acknowledge it."""
+
+
+class PublishTimeout(PublishError):
+    """Kafka did not acknowledge within the deadline."""
+
+
+class Publisher(Protocol):
+    """The narrow interface the edge needs from its sink."""
+
+    @property
+    def kafka_up(self) -> bool: ...
+
+    def outage_seconds(self) -> float: ...
+
+    async def start(self) -> None: ...
+
+    async def publish(self, record: RawRecord, deadline: Deadline) -> None: ...
+
+    async def stop(self, within_s: float) -> None: ...
+
+
+class KafkaHealth:
+    """Whether Kafka answered lately: set by every write and by a periodic metadata probe.
+
+    The outage start is what on-call needs first: the provider drops a postback after about
+    five retries five minutes apart, so the outage's length says how much is at risk.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failing_since: float | None = None
+
+    @property
+    def up(self) -> bool:
+        return self._failing_since is None
+
+    def succeeded(self) -> None:
+        if self._failing_since is not None:
+            log.info(
+                "Kafka is reachable again",
+                extra={"fields": {"outage_seconds": round(self.outage_seconds(), 3)}},
+            )
+            self._failing_since = None
+
+    def failed(self) -> None:
+        if self._failing_since is None:
+            self._failing_since = self._clock()
+            log.error("Kafka is failing; answering 503 so the provider retries")
+
+    def outage_seconds(self) -> float:
+        if self._failing_since is None:
+            return 0.0
+        return self._clock() - self._failing_since
+
+
+class KafkaPublisher:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        topic: TopicSpec,
+        *,
+        create_topic: bool = True,
+        linger_ms: int = 0,
+        probe_interval_s: float = 5.0,
+    ) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._create_topic = create_topic
+        self._linger_ms = linger_ms
+        self._probe_interval_s = probe_interval_s
+        self._producer: AIOKafkaProducer | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self.health = KafkaHealth()
+
+    @property
+    def kafka_up(self) -> bool:
+        return self._producer is not None and self.health.up
+
+    def outage_seconds(self) -> float:
+        return self.health.outage_seconds()
+
+    async def start(self) -> None:
+        """Connect and check the topic, retrying while the cluster is unreachable.
+
+        A missing topic that may not be created is not retried: it needs a person.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(self._kafka.startup_timeout_s),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type((KafkaError, OSError)),
+            before_sleep=lambda state: log.warning(
+                "Kafka not reachable yet, retrying",
+                extra={"fields": {"attempt": state.attempt_number}},
+            ),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                await ensure_topics(self._kafka, [self._topic], create_missing=self._create_topic)
+                producer = AIOKafkaProducer(
+                    **self._kafka.client_options(),
+                    client_id="postback-edge",
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=self._linger_ms,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+        self._probe_task = asyncio.create_task(self._probe_forever(), name="kafka-probe")
+
+    async def publish(self, record: RawRecord, deadline: Deadline) -> None:
+        producer = self._producer
+        if producer is None:
+            raise PublishError("the Kafka producer is not started")
+        try:
+            async with asyncio.timeout(deadline.remaining()):
+                delivery = await producer.send(
+                    self._topic.name, record.value, key=record.key, headers=record.headers
+                )
+                # Shielded: giving up on the answer must not cancel the write itself.
+                await asyncio.shield(delivery)
+        except TimeoutError:
+            self.health.failed()
+            raise PublishTimeout("Kafka did not acknowledge in time") from None
+        except KafkaError as error:
+            self.health.failed()
+            raise PublishError(f"{type(error).__name__}: {error}") from error
+        self.health.succeeded()
+
+    async def _probe_forever(self) -> None:
+        """Notice an outage (and its end) while no postbacks arrive to tell us."""
+        while True:
+            await asyncio.sleep(self._probe_interval_s)
+            producer = self._producer
+            if producer is None:
+                return
+            try:
+                async with asyncio.timeout(self._probe_interval_s):
+                    await producer.client.fetch_all_metadata()
+            except (TimeoutError, KafkaError, OSError):
+                self.health.failed()
+            else:
+                self.health.succeeded()
+
+    async def stop(self, within_s: float) -> None:
+        """Flush what is buffered and disconnect, within `within_s` seconds.
+
+        Records still unsent when time runs out were never acknowledged to the provider, so
+        giving up on them loses nothing: the provider will retry them.
+        """
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            async with asyncio.timeout(within_s):
+                await producer.stop()
+        except TimeoutError:
+            log.error("Kafka producer did not flush within the drain time")

@@ -156,7 +156,11 @@ class KafkaPublisher:
         try:
             async with asyncio.timeout(deadline.remaining()):
                 delivery = await producer.send(
-                    self._topic.name, record.value, key=record.key, headers=record.headers
+                    self._topic.name,
+                    record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    timestamp_ms=record.timestamp_ms,
                 )
                 # Shielded: giving up on the answer must not cancel the write itself.
                 await asyncio.shield(delivery)

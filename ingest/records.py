@@ -13,6 +13,9 @@ class RawRecord:
     key: bytes
     value: bytes
     headers: raw_record.Headers
+    # The Kafka timestamp is the receive time, so `offsets_for_times` finds records by it
+    # (replays by time range, dedupe-state restore).
+    timestamp_ms: int
 
 
 def build_record(
@@ -36,4 +39,6 @@ def build_record(
         headers.append((raw_record.CONTENT_TYPE, content_type))
     if user_agent is not None:
         headers.append((raw_record.USER_AGENT, user_agent))
-    return RawRecord(key=partition_key(body), value=body, headers=headers)
+    return RawRecord(
+        key=partition_key(body), value=body, headers=headers, timestamp_ms=received_at_ms
+    )

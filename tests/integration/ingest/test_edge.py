@@ -90,6 +90,7 @@ async def test_every_accepted_postback_is_in_the_raw_topic_byte_for_byte(
         assert record.value == body, name
         assert record.key == (tracking_id or body_hash_key(body)), name
         assert before_ms <= int(headers["received-at"]) <= after_ms
+        assert record.timestamp == int(headers["received-at"])
         assert headers["source"] == b"mt"
         assert headers["content-type"] == b"application/json"
         assert headers["user-agent"] == b"provider/1.0"

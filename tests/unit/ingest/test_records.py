@@ -18,6 +18,7 @@ def test_the_body_is_kept_verbatim_with_the_request_facts_in_headers() -> None:
         user_agent=b"provider/2",
     )
     assert record.value is body
+    assert record.timestamp_ms == 1_700_000_000_123
     assert dict(record.headers) == {
         "received-at": b"1700000000123",
         "source": b"mo",

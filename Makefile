@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    start Kafka and the pipeline on loopback (Ctrl-C stops everything)"
 	@echo "make test   lint, type-check and run the whole suite against a real Kafka"
-	@echo "make bench  run the benchmarks (see docs/performance.md)"
+	@echo "make bench  run the serial edge benchmark (B1)"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ test: lint typecheck kafka
 	$(BIN)/pytest
 
 bench: $(STAMP) kafka
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench.serial
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -68,16 +68,27 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float 
 def run_stack() -> int:
     with kafka() as (bootstrap, kafka_env):
         edge_port = _port("DEVSTACK_EDGE_PORT", 8080)
+        processor_port = _port("DEVSTACK_PROCESSOR_PORT", 9101)
+        metrics_port = _port("DEVSTACK_METRICS_PORT", 9102)
         env = {
             **os.environ,
             **kafka_env,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "EDGE_PORT": str(edge_port),
+            "PROCESSOR_PORT": str(processor_port),
+            "METRICS_PORT": str(metrics_port),
+            # Locally, show everything the stack ever processed, not just what comes next.
+            "METRICS_AUTO_OFFSET_RESET": os.environ.get("METRICS_AUTO_OFFSET_RESET", "earliest"),
         }
         services = {
-            "edge": (
-                [sys.executable, "-m", "ingest"],
-                f"http://127.0.0.1:{edge_port}",
+            "edge": ([sys.executable, "-m", "ingest"], f"http://127.0.0.1:{edge_port}"),
+            "processor": (
+                [sys.executable, "-m", "consumers.processor"],
+                f"http://127.0.0.1:{processor_port}",
+            ),
+            "metrics": (
+                [sys.executable, "-m", "consumers.metrics"],
+                f"http://127.0.0.1:{metrics_port}",
             ),
         }
         processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -91,6 +102,8 @@ def run_stack() -> int:
                 "\npostback-pipeline is running (Ctrl-C stops everything)\n"
                 f"  edge:    http://127.0.0.1:{edge_port}/postbacks[/<source>]\n"
                 f"  metrics: http://127.0.0.1:{edge_port}/metrics  (edge)\n"
+                f"           http://127.0.0.1:{processor_port}/metrics  (processor)\n"
+                f"           http://127.0.0.1:{metrics_port}/metrics  (events, for dashboards)\n"
                 f"  kafka:   {bootstrap}\n",
                 flush=True,
             )

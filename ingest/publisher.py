@@ -18,15 +18,10 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from common.deadline import Deadline
 from common.kafka import KafkaSettings
+from common.startup import until_kafka_answers
 from common.topics import TopicSpec, ensure_topics
 from ingest.records import RawRecord
 
@@ -121,17 +116,7 @@ class KafkaPublisher:
 
         A missing topic that may not be created is not retried: it needs a person.
         """
-        retrying = AsyncRetrying(
-            stop=stop_after_delay(self._kafka.startup_timeout_s),
-            wait=wait_exponential(multiplier=0.2, max=5),
-            retry=retry_if_exception_type((KafkaError, OSError)),
-            before_sleep=lambda state: log.warning(
-                "Kafka not reachable yet, retrying",
-                extra={"fields": {"attempt": state.attempt_number}},
-            ),
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in until_kafka_answers(self._kafka):
             with attempt:
                 await ensure_topics(self._kafka, [self._topic], create_missing=self._create_topic)
                 producer = AIOKafkaProducer(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 ReadTopic = Callable[..., Awaitable[list[ConsumerRecord[bytes, bytes]]]]
@@ -55,3 +56,63 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         return sum(ends[tp] - beginnings[tp] for tp in partitions)
     finally:
         await consumer.stop()
+
+
+async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic` right now: reads up to the last stable offsets."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = [
+            TopicPartition(topic, partition)
+            for partition in cluster.partitions_for_topic(topic) or ()
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        while pending:
+            batches = await consumer.getmany(*pending, timeout_ms=500)
+            for tp, batch in batches.items():
+                records.extend(record for record in batch if record.offset < ends[tp])
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]],
+) -> None:
+    """Write (key, value, headers, timestamp_ms) records, all acknowledged on return."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        deliveries = [
+            await producer.send(topic, value, key=key, headers=headers, timestamp_ms=timestamp)
+            for key, value, headers, timestamp in records
+        ]
+        await producer.flush()
+        for delivery in deliveries:
+            await delivery
+    finally:
+        await producer.stop()
+
+
+async def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """Sum of a consumer group's committed offsets on `topic` (0 for partitions without)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
+    finally:
+        await admin.close()

@@ -1,0 +1,68 @@
+"""`python -m consumers.processor`: the dedupe + enrichment service (settings: README).
+
+Exit status: 0 after a clean SIGTERM/SIGINT, 2 for invalid settings, 3 when another instance
+fenced this one (the orchestrator restarts it and it rejoins the group with fresh state).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+import uvloop
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from common.env import SettingsError
+from common.logs import configure_logging
+from common.ops_http import OpsServer, ops_app
+from consumers.instruments import ProcessorMetrics
+from consumers.runtime import ProcessorFenced, ProcessorRuntime
+from consumers.settings import ProcessorSettings
+
+log = logging.getLogger("consumers.processor")
+
+
+async def serve(settings: ProcessorSettings) -> int:
+    registry = CollectorRegistry()
+    runtime = ProcessorRuntime(settings, ProcessorMetrics(registry))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    def readiness() -> tuple[bool, dict[str, object]]:
+        ready = runtime.started and not stop.is_set()
+        return ready, {"started": runtime.started, "partitions": runtime.assigned}
+
+    ops = OpsServer(ops_app(registry, readiness), settings.host, settings.port)
+    await ops.start()
+    try:
+        await runtime.start()
+        log.info("processor running", extra={"fields": {"ops_port": ops.port}})
+        await runtime.run(stop)
+    except ProcessorFenced as error:
+        log.error("fenced by another instance; exiting to rejoin cleanly: %s", error)
+        return 3
+    finally:
+        await ops.stop()
+    log.info("processor stopped")
+    return 0
+
+
+def main() -> int:
+    try:
+        settings = ProcessorSettings.from_environ(os.environ)
+    except SettingsError as error:
+        logging.basicConfig()
+        log.critical("invalid settings: %s", error)
+        return 2
+    configure_logging(settings.log_level)
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
+    return uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

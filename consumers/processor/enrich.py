@@ -1,0 +1,345 @@
+"""A parsed notification + where it came from -> the documented event (docs/events.md).
+
+Enrichment never refuses a notification: parsing already guaranteed `origin` and `code`, and
+every other fact is optional. A fact that is missing, or arrives in a shape we cannot read
+(an object where a string belongs, an unparseable timestamp), becomes None in the event; the
+value as given is never lost, because wrong-shaped known fields are kept in `extra` under their
+v2 name, and `provider_timestamp_raw` keeps the timestamp text as given.
+
+The event holds only dict/list/str/int/bool/None, so the runtime serialises it with orjson as
+is. Per-record cost matters (>= 10,000 events/s per process), so the slow part, phonenumbers,
+is cached per number string.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Final, cast
+
+import phonenumbers
+
+from consumers.events.model import SCHEMA_VERSION, Event, NumberType
+from consumers.processor.codes import classify
+from consumers.processor.identity import event_id
+from consumers.processor.parse import JsonValue, Notification
+from consumers.processor.rawmeta import RawMeta
+
+# v2 keys copied into the event as text. Every key not here, nor origin/code/content/copy-to,
+# goes to `extra` as given.
+TEXT_FIELDS: Final = frozenset(
+    {
+        "status",
+        "status-details",
+        "sent-as",
+        "tracking-id",
+        "client-reference",
+        "campaign-ref",
+        "mms-id",
+        "from",
+        "to",
+        "from-mask",
+        "operator-id",
+        "operator-name",
+        "message-text",
+        "message-subject",
+        "keyword",
+        "timestamp",
+    }
+)
+# v2 keys whose value is a list of one-key objects, and that key.
+LIST_FIELDS: Final = {"content": "file", "copy-to": "number"}
+_NOT_EXTRA: Final = frozenset({"origin", "code", *LIST_FIELDS})
+
+
+class _WrongShape:
+    """Marks a known field whose value is not a scalar; the caller keeps it in `extra`."""
+
+
+_WRONG: Final = _WrongShape()
+
+
+def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> dict[str, object]:
+    """Build the event for one notification; never raises for any parsed notification.
+
+    `digest` is the dedupe identity's digest (consumers.processor.identity); the event id is
+    derived from it, so a redelivered notification gets the same event id.
+    """
+    fields = notification.fields
+    # One pass over the fields (this runs for every record, so no per-field function calls).
+    texts: dict[str, str] = {}
+    extra: dict[str, object] = {}
+    for key, value in fields.items():
+        if key in TEXT_FIELDS:
+            if isinstance(value, str):
+                texts[key] = value
+                continue
+            as_text = _scalar_text(value)
+            if isinstance(as_text, str):
+                texts[key] = as_text
+            elif as_text is _WRONG:
+                extra[key] = value
+        elif key not in _NOT_EXTRA:
+            extra[key] = value
+    text = texts.get
+
+    status_text = text("status")
+    status_details = text("status-details")
+    meaning = classify(
+        notification.origin,
+        notification.code,
+        status_text if status_text is not None else status_details,
+        legacy=notification.input_format != "json_v2",
+    )
+    sender = text("from")
+    recipient = text("to")
+    from_region, from_calling_code, from_number_type = number_facts(sender)
+    to_region, to_calling_code, to_number_type = number_facts(recipient)
+    timestamp_raw = text("timestamp")
+    provider_timestamp, provider_ms = utc_timestamp(timestamp_raw)
+    received_at, received_ms = utc_from_epoch_ms(meta.received_at_ms)
+    lag_ms = None if provider_ms is None or received_ms is None else received_ms - provider_ms
+
+    event: Event = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id(digest),
+        "origin": notification.origin,
+        "code": notification.code,
+        "code_description": meaning.description,
+        "status": meaning.status,
+        "status_text": status_text,
+        "status_details": status_details,
+        "is_final": meaning.is_final,
+        "is_error": meaning.is_error,
+        "sent_as": _sent_as(text("sent-as"), notification.origin, notification.code),
+        "tracking_id": text("tracking-id"),
+        "client_reference": text("client-reference"),
+        "campaign_ref": text("campaign-ref"),
+        "mms_id": text("mms-id"),
+        "from": sender,
+        "from_region": from_region,
+        "from_calling_code": from_calling_code,
+        "from_number_type": from_number_type,
+        "to": recipient,
+        "to_region": to_region,
+        "to_calling_code": to_calling_code,
+        "to_number_type": to_number_type,
+        "from_mask": text("from-mask"),
+        "operator_id": text("operator-id"),
+        "operator_name": text("operator-name"),
+        "message_text": text("message-text"),
+        "message_subject": text("message-subject"),
+        "keyword": text("keyword"),
+        "content_files": _listed(fields, "content", extra),
+        "copy_to": _listed(fields, "copy-to", extra),
+        "provider_timestamp": provider_timestamp,
+        "provider_timestamp_raw": timestamp_raw,
+        "received_at": received_at,
+        "postback_lag_ms": lag_ms,
+        # Filled by the processor's latency join, which pairs a message's sent and final
+        # events; a notification on its own cannot know them.
+        "delivery_latency_ms": None,
+        "delivery_latency_final_first": None,
+        "source": meta.source,
+        "input_format": notification.input_format,
+        "lineage": {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset},
+        "extra": extra,
+    }
+    return cast("dict[str, object]", event)
+
+
+def _listed(fields: Mapping[str, JsonValue], name: str, extra: dict[str, object]) -> list[str]:
+    """The strings of a list field; the whole value also goes to `extra` if any part was odd."""
+    value = fields.get(name)
+    if value is None:
+        return []
+    items, complete = _parts(value, LIST_FIELDS[name])
+    if not complete:
+        extra[name] = value
+    return items
+
+
+def _scalar_text(value: JsonValue) -> str | _WrongShape | None:
+    """A field's value as text: strings as given; JSON numbers/booleans spelled out.
+
+    Sinch calls some ids integers, so `"operator-id": 31002` must still read "31002".
+    """
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return _WRONG
+
+
+def _parts(value: JsonValue, part: str) -> tuple[list[str], bool]:
+    """The strings inside a list of one-key objects ([{"file": url}]), and whether that was all.
+
+    Bare strings in the list are accepted as the values themselves; anything else is skipped
+    and reported incomplete, so the caller keeps the whole value in `extra`.
+    """
+    if not isinstance(value, list):
+        return [], False
+    items: list[str] = []
+    complete = True
+    for item in value:
+        inner = item.get(part) if isinstance(item, dict) and len(item) == 1 else item
+        if isinstance(inner, str):
+            items.append(inner)
+        else:
+            complete = False
+    return items, complete
+
+
+def _sent_as(given: str | None, origin: str, code: str) -> str | None:
+    """`sent-as` as given, else inferred where the documentation leaves no doubt.
+
+    SMS MT is always "SMS" (v1 bodies omit the node); under MMS MT the N202/E202 codes exist
+    only for the fallback SMS. Everything else stays unknown rather than guessed.
+    """
+    if given is not None:
+        return given
+    origin_key = origin.strip().upper()
+    if origin_key == "SMS_MT":
+        return "SMS"
+    if origin_key == "MMS_MT" and code.strip().upper() in ("N202", "E202"):
+        return "SMS"
+    return None
+
+
+# ------------------------------------------------------------------------------------ numbers
+
+_PHONE_TYPES: Final[dict[int, NumberType]] = {
+    phonenumbers.PhoneNumberType.FIXED_LINE: "fixed_line",
+    phonenumbers.PhoneNumberType.MOBILE: "mobile",
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE: "fixed_line_or_mobile",
+    phonenumbers.PhoneNumberType.TOLL_FREE: "toll_free",
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "premium_rate",
+    phonenumbers.PhoneNumberType.SHARED_COST: "shared_cost",
+    phonenumbers.PhoneNumberType.VOIP: "voip",
+    phonenumbers.PhoneNumberType.PERSONAL_NUMBER: "personal_number",
+    phonenumbers.PhoneNumberType.PAGER: "pager",
+    phonenumbers.PhoneNumberType.UAN: "uan",
+    phonenumbers.PhoneNumberType.VOICEMAIL: "voicemail",
+    phonenumbers.PhoneNumberType.UNKNOWN: "unknown",
+}
+# Short codes are 3-6 digits; the shortest international number is 7 digits with its code.
+SHORT_CODE_MAX_DIGITS: Final = 6
+# Longer than any number (15 digits) or alphanumeric sender id (11 characters) with room for
+# formatting; longer strings are classified without parsing or caching, so a hostile body
+# cannot fill the cache with large keys.
+_NUMBER_MAX_CHARS: Final = 32
+_SEPARATORS: Final = str.maketrans("", "", " -().")
+_NOT_A_REGION: Final = frozenset({"001", "ZZ"})
+
+NumberFacts = tuple[str | None, int | None, NumberType | None]
+_NO_NUMBER: Final[NumberFacts] = (None, None, None)
+
+
+def number_facts(number: str | None) -> NumberFacts:
+    """(ISO region, calling code, number type) for a number written the provider's way.
+
+    The provider writes numbers with their country code and no "+" (`17743199144`). Short
+    codes and alphanumeric senders are named as such and never reach phonenumbers. Region is
+    None where phonenumbers cannot place the number and its calling code is shared (+1, +44).
+    """
+    if number is None:
+        return _NO_NUMBER
+    if len(number) > _NUMBER_MAX_CHARS:
+        return _uncached_kind(number)
+    return _cached_number_facts(number)
+
+
+@functools.lru_cache(maxsize=16384)
+def _cached_number_facts(number: str) -> NumberFacts:
+    compact = number.strip().translate(_SEPARATORS)
+    if compact.startswith("+"):
+        compact = compact[1:]
+    elif compact.startswith("00"):
+        compact = compact[2:]
+    if not compact:
+        return (None, None, "unknown") if number else _NO_NUMBER
+    if not (compact.isascii() and compact.isdigit()):
+        return _uncached_kind(number)
+    if len(compact) <= SHORT_CODE_MAX_DIGITS:
+        return (None, None, "short_code")
+    try:
+        parsed = phonenumbers.parse("+" + compact, None)
+    except phonenumbers.NumberParseException:
+        return (None, None, "unknown")
+    calling_code = parsed.country_code
+    if calling_code is None:
+        return (None, None, "unknown")
+    region = phonenumbers.region_code_for_number(parsed)
+    if region is None:
+        regions = phonenumbers.region_codes_for_country_code(calling_code)
+        region = regions[0] if len(regions) == 1 else None
+    if region in _NOT_A_REGION:
+        region = None
+    number_type = _PHONE_TYPES.get(phonenumbers.number_type(parsed), "unknown")
+    return (region, calling_code, number_type)
+
+
+def _uncached_kind(number: str) -> NumberFacts:
+    """Classify text that is not a plain digit string: a letter makes it alphanumeric."""
+    if any(character.isalpha() for character in number):
+        return (None, None, "alphanumeric")
+    return (None, None, "unknown")
+
+
+# ---------------------------------------------------------------------------------- timestamps
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_SECONDS_PER_DAY: Final = 86_400
+
+
+def utc_timestamp(text: str | None) -> tuple[str | None, int | None]:
+    """(UTC ISO-8601 with "Z", epoch ms) for an ISO-8601 timestamp with an offset, else Nones.
+
+    Accepts every documented form: microseconds or none, "Z", "+00:00", "-05:00". A timestamp
+    without an offset is refused (None) rather than guessed: v1 used local offsets, so
+    assuming UTC could be hours wrong. The output always has six fraction digits, so strings
+    sort in time order.
+    """
+    if not text:
+        return None, None
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None, None
+    if parsed.tzinfo is None:
+        return None, None
+    since_epoch = parsed - _EPOCH  # aware arithmetic: the offset is applied here
+    seconds = since_epoch.days * _SECONDS_PER_DAY + since_epoch.seconds
+    prefix = _utc_second(seconds)
+    if prefix is None:
+        return None, None
+    micros = since_epoch.microseconds
+    return f"{prefix}.{micros:06d}Z", seconds * 1000 + micros // 1000
+
+
+def utc_from_epoch_ms(epoch_ms: int | None) -> tuple[str | None, int | None]:
+    """(UTC ISO-8601 with "Z", the same ms) for the edge's received-at; Nones if out of range."""
+    if epoch_ms is None:
+        return None, None
+    seconds, millis = divmod(epoch_ms, 1000)
+    prefix = _utc_second(seconds)
+    if prefix is None:
+        return None, None
+    return f"{prefix}.{millis:03d}000Z", epoch_ms
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_second(epoch_seconds: int) -> str | None:
+    """The "YYYY-MM-DDTHH:MM:SS" of an epoch second in UTC; None outside years 1-9999.
+
+    Cached because formatting a datetime costs more than the rest of a timestamp's handling,
+    and postbacks arrive many per second: most calls hit.
+    """
+    try:
+        moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.isoformat(timespec="seconds")[:-6]  # drop the "+00:00"

@@ -1,0 +1,147 @@
+"""Everything done to one raw record, in order, for one partition of `postbacks.raw`.
+
+    parse -> identify -> dedupe -> enrich -> join delivery latency -> serialise
+
+Each record ends in exactly one of three outcomes: an event to emit, a duplicate to drop, or a
+dead letter. Pure apart from the per-partition state it owns (the dedupe window and the
+latency join), which follows the Kafka transaction: `commit()` once the transaction carrying
+this batch's output committed, `abort()` if it did not. No Kafka client is imported here; the
+runtime feeds records in and writes outcomes out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from common import raw_record
+from consumers.processor.enrich import enrich
+from consumers.processor.identity import Identity, digest_raw
+from consumers.processor.latency import LatencyJoin
+from consumers.processor.parse import Unparseable, parse
+from consumers.processor.rawmeta import RawMeta
+from consumers.processor.window import DedupeWindow
+
+# Events of the sending side carry a delivery-latency leg; inbound (MO) ones never do.
+MT_ORIGINS: Final = frozenset({"SMS_MT", "MMS_MT"})
+EVENT_HEADERS: Final = [("content-type", b"application/json")]
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+    detail: str
+
+
+class Duplicate:
+    """Seen inside the dedupe window already: the event was emitted once, drop this copy."""
+
+
+DUPLICATE: Final = Duplicate()
+Outcome = Emit | DeadLetter | Duplicate
+
+
+def _header_text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _header_int(value: bytes | None) -> int | None:
+    if value is None or not value.isdigit():
+        return None
+    return int(value)
+
+
+class PartitionPipeline:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        *,
+        identity: Identity,
+        window: DedupeWindow,
+        latency: LatencyJoin,
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.identity = identity
+        self.window = window
+        self.latency = latency
+
+    def process(
+        self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int
+    ) -> Outcome:
+        facts = dict(headers)
+        # Dedupe and latency state run on the edge's clock, which a replay sees unchanged.
+        received_at_ms = _header_int(facts.get(raw_record.RECEIVED_AT)) or timestamp_ms
+        content_type = _header_text(facts.get(raw_record.CONTENT_TYPE))
+        try:
+            notification = parse(value, content_type)
+        except Unparseable as error:
+            # Retries of a malformed body are dead-lettered once, like events are emitted once.
+            if self.window.seen_or_add(digest_raw(value), received_at_ms):
+                return DUPLICATE
+            return DeadLetter(error.reason, error.detail)
+        digest = self.identity.digest(notification)
+        if self.window.seen_or_add(digest, received_at_ms):
+            return DUPLICATE
+        meta = RawMeta(
+            topic=self.topic,
+            partition=self.partition,
+            offset=offset,
+            received_at_ms=received_at_ms,
+            source=_header_text(facts.get(raw_record.SOURCE)),
+            content_type=content_type,
+        )
+        try:
+            event = enrich(notification, meta, digest)
+        except Exception as error:  # noqa: BLE001 - a bug must dead-letter, never block
+            return DeadLetter("enrich_failed", f"{type(error).__name__}: {error}")
+        self._join_latency(event, received_at_ms)
+        tracking_id = event.get("tracking_id")
+        key = tracking_id if isinstance(tracking_id, str) and tracking_id else event["event_id"]
+        assert isinstance(key, str)
+        return Emit(key=key.encode(), value=orjson.dumps(event))
+
+    def _join_latency(self, event: dict[str, object], received_at_ms: int) -> None:
+        event["delivery_latency_ms"] = None
+        event["delivery_latency_final_first"] = None
+        tracking_id = event["tracking_id"]
+        if event["origin"] not in MT_ORIGINS or not isinstance(tracking_id, str):
+            return
+        lag = event["postback_lag_ms"]
+        occurred_ms = received_at_ms - lag if isinstance(lag, int) else received_at_ms
+        if event["status"] == "sent":
+            latency = self.latency.observe_sent(tracking_id, occurred_ms, received_at_ms)
+        elif event["is_final"] is True:
+            latency = self.latency.observe_final(tracking_id, occurred_ms, received_at_ms)
+        else:
+            return
+        if latency is not None:
+            event["delivery_latency_ms"] = latency.latency_ms
+            event["delivery_latency_final_first"] = latency.final_first
+
+    def commit(self) -> None:
+        self.window.commit()
+        self.latency.commit()
+
+    def abort(self) -> None:
+        self.window.abort()
+        self.latency.abort()
+
+    @property
+    def replay_span_ms(self) -> int:
+        """How far before the committed position a rebuild must start re-reading."""
+        return max(self.window.replay_span_ms, self.latency.replay_span_ms)

@@ -1,0 +1,408 @@
+"""The processor's Kafka I/O: consume raw, write events and dead letters, exactly once.
+
+Consume-transform-produce with Kafka transactions. Each batch's output and the consumed
+offsets commit in one transaction, so after any crash the group resumes exactly where the
+last committed output ends, and `read_committed` readers never see output of a batch that
+did not commit.
+
+Fencing without KIP-447. aiokafka speaks the classic transaction protocol: an offset commit
+inside a transaction does not carry the consumer group's generation, so the broker cannot tell
+a zombie (an instance that lost its partitions but does not know yet) from the owner. Fencing
+therefore rests on transactional ids alone, one per input partition:
+`<prefix>.<raw topic>.<partition>`, shared by whichever instance owns that partition. On
+assignment the new owner first initialises its producer with that id (`_fence`). The
+coordinator then bumps the id's epoch, which (1) completes whatever transaction the previous
+owner left open (it aborts it, or lets an already-prepared commit finish) and (2) makes every
+later write or commit by the previous owner fail with ProducerFenced. Only after that does the
+new owner read the committed offset, so it sees the outcome of the old owner's last
+transaction and neither re-emits nor skips what that transaction covered. A fenced instance
+stops (exit status 3) and is restarted by its orchestrator, rejoining with a fresh state.
+
+State. Each partition's dedupe window and latency join are rebuilt on assignment by re-reading
+the raw topic: records timestamped within `replay_span_ms` before the committed position are
+fed through the same pipeline (its output thrown away), which gives the state the previous
+owner had (the state modules are deterministic in the record sequence). If this instance owned
+the partition until a moment ago and the committed offset has not moved since, it keeps its
+state and skips the replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from aiokafka.structs import TopicPartition
+
+from common.startup import until_kafka_answers
+from common.topics import ensure_topics
+from consumers.dlq import dead_letter_headers
+from consumers.instruments import ProcessorMetrics
+from consumers.processor.identity import Identity
+from consumers.processor.latency import LatencyJoin
+from consumers.processor.pipeline import EVENT_HEADERS, DeadLetter, Emit, PartitionPipeline
+from consumers.processor.window import DedupeWindow
+from consumers.settings import ProcessorSettings
+
+log = logging.getLogger("consumers.processor")
+
+FENCED_ERRORS = (ProducerFenced, InvalidProducerEpoch)
+RETRY_PAUSE_S = 1.0
+
+
+class ProcessorFenced(RuntimeError):
+    """Another instance owns one of our partitions now; this one must stop writing."""
+
+
+@dataclass
+class PartitionTask:
+    """One owned partition: its pipeline, its transactional producer and its offsets."""
+
+    tp: TopicPartition
+    pipeline: PartitionPipeline
+    producer: AIOKafkaProducer
+    committed_offset: int
+    next_offset: int
+    in_transaction: bool = False
+    deliveries: list[asyncio.Future[Any]] = field(default_factory=list)
+    emitted: int = 0
+    duplicates: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+
+    def reset_counts(self) -> None:
+        self.deliveries.clear()
+        self.emitted = self.duplicates = 0
+        self.dead_letters.clear()
+
+
+class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, settings: ProcessorSettings, metrics: ProcessorMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._raw = settings.topics.raw.name
+        self._events = settings.topics.events.name
+        self._dlq = settings.topics.dlq.name
+        self._identity = Identity.from_fields(settings.identity_fields or None)
+        options = settings.kafka.client_options()
+        self._consumer = AIOKafkaConsumer(
+            **options,
+            group_id=settings.group_id,
+            client_id="postback-processor",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
+        )
+        self._restorer = AIOKafkaConsumer(
+            **options,
+            client_id="postback-processor-restore",
+            enable_auto_commit=False,
+            # If retention already deleted the start of the span, replay what is left.
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        self._tasks: dict[TopicPartition, PartitionTask] = {}
+        # Pipelines of partitions revoked from us, with the offset they are valid at.
+        self._parked: dict[TopicPartition, tuple[PartitionPipeline, int]] = {}
+        self._lock = asyncio.Lock()
+        self._fenced: ProcessorFenced | None = None
+        self.started = False
+
+    @property
+    def assigned(self) -> list[int]:
+        return sorted(tp.partition for tp in self._tasks)
+
+    async def start(self) -> None:
+        topics = self._settings.topics
+        async for attempt in until_kafka_answers(self._settings.kafka):
+            with attempt:
+                await ensure_topics(
+                    self._settings.kafka, topics.all(), create_missing=topics.create_missing
+                )
+        await self._restorer.start()
+        await self._consumer.start()
+        self._consumer.subscribe([self._raw], listener=self)
+        self.started = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Process until `stop` is set; then finish the open transactions and leave the group."""
+        interval_s = self._settings.commit_interval_ms / 1000
+        next_commit = time.monotonic() + interval_s
+        uncommitted = 0
+        try:
+            while not stop.is_set():
+                wait_ms = max(0, int((next_commit - time.monotonic()) * 1000))
+                batches = await self._consumer.getmany(
+                    timeout_ms=wait_ms, max_records=self._settings.commit_max_records
+                )
+                async with self._lock:
+                    self._raise_if_fenced()
+                    for tp, records in batches.items():
+                        task = self._tasks.get(tp)
+                        if task is not None:  # else revoked while we waited
+                            await self._process(task, records)
+                            uncommitted += len(records)
+                    if uncommitted >= self._settings.commit_max_records or (
+                        time.monotonic() >= next_commit
+                    ):
+                        await self._commit_all()
+                        uncommitted = 0
+                        next_commit = time.monotonic() + interval_s
+        finally:
+            await self._shutdown()
+
+    async def _process(self, task: PartitionTask, records: list[Any]) -> None:
+        producer = task.producer
+        if not task.in_transaction:
+            await producer.begin_transaction()
+            task.in_transaction = True
+        deliveries = task.deliveries
+        process = task.pipeline.process
+        for record in records:
+            outcome = process(record.value, record.offset, record.headers, record.timestamp)
+            if type(outcome) is Emit:
+                deliveries.append(
+                    await producer.send(
+                        self._events, outcome.value, key=outcome.key, headers=EVENT_HEADERS
+                    )
+                )
+                task.emitted += 1
+            elif type(outcome) is DeadLetter:
+                headers = dead_letter_headers(
+                    record.headers,
+                    reason=outcome.reason,
+                    detail=outcome.detail,
+                    topic=task.tp.topic,
+                    partition=task.tp.partition,
+                    offset=record.offset,
+                )
+                deliveries.append(
+                    await producer.send(self._dlq, record.value, key=record.key, headers=headers)
+                )
+                task.dead_letters[outcome.reason] = task.dead_letters.get(outcome.reason, 0) + 1
+            else:
+                task.duplicates += 1
+        task.next_offset = records[-1].offset + 1
+        self._metrics.consumed.inc(len(records))
+
+    async def _commit_all(self) -> None:
+        """Commit every open transaction; partitions commit concurrently, each on its own id."""
+        open_tasks = [task for task in self._tasks.values() if task.in_transaction]
+        if open_tasks:
+            await asyncio.gather(*(self._commit(task) for task in open_tasks))
+        self._raise_if_fenced()
+
+    async def _commit(self, task: PartitionTask) -> None:
+        started = time.perf_counter()
+        try:
+            await task.producer.send_offsets_to_transaction(
+                {task.tp: task.next_offset}, self._settings.group_id
+            )
+            await task.producer.commit_transaction()
+        except FENCED_ERRORS as error:
+            self._fenced = ProcessorFenced(f"partition {task.tp.partition}: {error!r}")
+            return
+        except KafkaError as error:
+            log.warning(
+                "transaction failed; rewinding the partition to its committed offset",
+                extra={"fields": {"partition": task.tp.partition, "error": repr(error)}},
+            )
+            await self._rewind(task)
+            return
+        self._metrics.transaction_seconds.observe(time.perf_counter() - started)
+        self._metrics.transactions.labels("committed").inc()
+        task.in_transaction = False
+        task.pipeline.commit()
+        task.committed_offset = task.next_offset
+        self._record_commit(task)
+
+    def _record_commit(self, task: PartitionTask) -> None:
+        metrics = self._metrics
+        metrics.emitted.inc(task.emitted)
+        metrics.duplicates.inc(task.duplicates)
+        for reason, count in task.dead_letters.items():
+            metrics.dead_letters.labels(reason).inc(count)
+        task.reset_counts()
+        label = str(task.tp.partition)
+        highwater = self._consumer.highwater(task.tp)
+        if highwater is not None:
+            metrics.lag.labels(label).set(max(0, highwater - task.committed_offset))
+        window = task.pipeline.window
+        metrics.dedupe_keys.labels(label).set(len(window))
+        metrics.dedupe_bytes.labels(label).set(window.approx_bytes())
+        metrics.dedupe_evicted_early.labels(label).set(window.evicted_early)
+        metrics.latency_waiting.labels(label).set(len(task.pipeline.latency))
+
+    async def _rewind(self, task: PartitionTask) -> None:
+        """Undo an uncommitted batch: new producer (which aborts the open transaction),
+        state back to the last commit, and the consumer back to the committed offset."""
+        self._metrics.transactions.labels("aborted").inc()
+        for delivery in task.deliveries:
+            if delivery.done() and not delivery.cancelled():
+                delivery.exception()  # retrieved, so asyncio does not log it as lost
+        task.reset_counts()
+        task.pipeline.abort()
+        task.in_transaction = False
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                await task.producer.stop()
+        task.producer = await self._fenced_producer(task.tp)
+        self._consumer.seek(task.tp, task.committed_offset)
+
+    def _raise_if_fenced(self) -> None:
+        if self._fenced is not None:
+            raise self._fenced
+
+    # ------------------------------------------------------------------ rebalance callbacks
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Commit what was processed, so the next owner starts right after it."""
+        async with self._lock:
+            for tp in revoked:
+                task = self._tasks.pop(tp, None)
+                if task is None:
+                    continue
+                if task.in_transaction and self._fenced is None:
+                    await self._commit(task)
+                with contextlib.suppress(Exception):
+                    await task.producer.stop()
+                if not task.in_transaction:
+                    self._parked[tp] = (task.pipeline, task.committed_offset)
+                self._metrics.forget_partition(tp.partition)
+            self._metrics.assigned_partitions.set(len(self._tasks))
+            log.info("partitions revoked", extra={"fields": {"partitions": _ids(revoked)}})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        async with self._lock:
+            for tp in sorted(assigned):
+                if tp not in self._tasks:
+                    self._tasks[tp] = await self._open(tp)
+            self._metrics.assigned_partitions.set(len(self._tasks))
+            log.info("partitions assigned", extra={"fields": {"partitions": _ids(assigned)}})
+
+    async def _open(self, tp: TopicPartition) -> PartitionTask:
+        producer = await self._fenced_producer(tp)
+        # Only now, with the previous owner fenced, is the committed offset final.
+        committed = await self._consumer.committed(tp)
+        if committed is None:
+            committed = (await self._consumer.beginning_offsets([tp]))[tp]
+        parked = self._parked.pop(tp, None)
+        if parked is not None and parked[1] == committed:
+            pipeline = parked[0]
+        else:
+            pipeline = self._new_pipeline(tp)
+            await self._restore(tp, pipeline, committed)
+        self._consumer.seek(tp, committed)
+        return PartitionTask(
+            tp=tp,
+            pipeline=pipeline,
+            producer=producer,
+            committed_offset=committed,
+            next_offset=committed,
+        )
+
+    async def _fenced_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        """A started producer holding the partition's transactional id, zombies fenced.
+
+        Retries while the cluster is unreachable: the partition cannot move on without it.
+        """
+        transactional_id = f"{self._settings.transactional_id_prefix}.{tp.topic}.{tp.partition}"
+        while True:
+            producer = AIOKafkaProducer(
+                **self._settings.kafka.client_options(),
+                client_id=f"postback-processor-{tp.partition}",
+                transactional_id=transactional_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+            )
+            try:
+                await producer.start()
+                # Starting a transaction obtains the producer id (InitProducerId): this bumps
+                # the epoch and completes the previous owner's open transaction.
+                await producer.begin_transaction()
+                await producer.abort_transaction()
+            except KafkaError as error:
+                log.warning(
+                    "could not initialise the transactional producer; retrying",
+                    extra={"fields": {"partition": tp.partition, "error": repr(error)}},
+                )
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            return producer
+
+    def _new_pipeline(self, tp: TopicPartition) -> PartitionPipeline:
+        return PartitionPipeline(
+            tp.topic,
+            tp.partition,
+            identity=self._identity,
+            window=DedupeWindow(self._settings.dedupe_window_ms, self._settings.dedupe_max_keys),
+            latency=LatencyJoin(self._settings.latency_max_age_ms),
+        )
+
+    async def _restore(self, tp: TopicPartition, pipeline: PartitionPipeline, until: int) -> None:
+        """Re-read the raw records that shape the state at `until` and replay them."""
+        started = time.perf_counter()
+        restorer = self._restorer
+        restorer.assign([tp])
+        beginning = (await restorer.beginning_offsets([tp]))[tp]
+        replayed = 0
+        if until > beginning:
+            restorer.seek(tp, until - 1)
+            last = await restorer.getone()
+            since_ms = last.timestamp - pipeline.replay_span_ms
+            found = await restorer.offsets_for_times({tp: since_ms})
+            start = found[tp].offset if found.get(tp) is not None else beginning
+            restorer.seek(tp, start)
+            position = start
+            while position < until:
+                batches = await restorer.getmany(tp, timeout_ms=1000, max_records=10_000)
+                for record in batches.get(tp, []):
+                    if record.offset >= until:
+                        break
+                    pipeline.process(record.value, record.offset, record.headers, record.timestamp)
+                    replayed += 1
+                pipeline.commit()
+                position = await restorer.position(tp)
+        restorer.assign([])
+        elapsed = time.perf_counter() - started
+        self._metrics.restore_seconds.observe(elapsed)
+        self._metrics.restored_records.inc(replayed)
+        log.info(
+            "partition state restored",
+            extra={
+                "fields": {
+                    "partition": tp.partition,
+                    "records": replayed,
+                    "keys": len(pipeline.window),
+                    "seconds": round(elapsed, 3),
+                }
+            },
+        )
+
+    async def _shutdown(self) -> None:
+        """Finish open transactions (or leave them to be aborted if fenced), leave the group."""
+        async with self._lock:
+            if self._fenced is None:
+                with contextlib.suppress(ProcessorFenced):
+                    await self._commit_all()
+            for task in self._tasks.values():
+                with contextlib.suppress(Exception):
+                    await task.producer.stop()
+            self._tasks.clear()
+        # Leaving the group lets the remaining instances take over at once. The revoke
+        # callback runs again here and finds nothing left to commit.
+        await self._consumer.stop()
+        await self._restorer.stop()
+
+
+def _ids(partitions: list[TopicPartition]) -> list[int]:
+    return sorted(tp.partition for tp in partitions)

@@ -1,0 +1,117 @@
+"""The processor against a real broker: one event per notification, dead letters, state."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import orjson
+import pytest
+
+from consumers import dlq
+from tests.integration.consumers.conftest import running_processor, wait_caught_up
+from tests.kafka_tools import produce, read_all_committed
+from tests.traffic import as_raw, delivery_reports, expected_event_ids, hours_ago_ms, realistic_mix
+
+pytestmark = pytest.mark.kafka
+
+HOUR_MS = 3_600_000
+
+
+async def test_each_notification_becomes_exactly_one_event_and_bad_bodies_dead_letters(
+    processor_env: dict[str, str],
+) -> None:
+    """Retries are absorbed, every kind parses, and what cannot parse is kept in the DLQ."""
+    bootstrap = processor_env["KAFKA_BOOTSTRAP_SERVERS"]
+    mix = realistic_mix(400)
+    async with running_processor(processor_env) as (_, registry):
+        await produce(
+            bootstrap, processor_env["KAFKA_TOPIC_RAW"], as_raw(mix.bodies, hours_ago_ms(1))
+        )
+        await wait_caught_up(processor_env)
+    events = await read_all_committed(bootstrap, processor_env["KAFKA_TOPIC_EVENTS"])
+    letters = await read_all_committed(bootstrap, processor_env["KAFKA_TOPIC_DLQ"])
+
+    ids = Counter(orjson.loads(record.value)["event_id"] for record in events)
+    assert set(ids) == mix.event_ids
+    assert max(ids.values()) == 1
+    assert sorted(record.value for record in letters) == sorted(mix.malformed)
+    for record in letters:
+        headers = dict(record.headers)
+        assert headers[dlq.REASON]
+        assert headers[dlq.SOURCE_TOPIC] == processor_env["KAFKA_TOPIC_RAW"].encode()
+        assert headers["request-id"].startswith(b"req-")  # the edge's headers are kept
+    for record in events:
+        event = orjson.loads(record.value)
+        if event["tracking_id"]:
+            assert record.key == event["tracking_id"].encode()
+    dropped = registry.get_sample_value("postback_processor_duplicates_dropped_total")
+    assert dropped == len(mix.bodies) - len(events) - len(letters)
+
+
+async def test_duplicates_inside_the_window_are_dropped_and_outside_it_kept(
+    processor_env: dict[str, str],
+) -> None:
+    """The window is measured on the edge's clock: a retry 10 min later is a duplicate, a
+    repeat 3 h later (beyond a 31 min window) is a new notification."""
+    env = {**processor_env, "DEDUPE_WINDOW_SECONDS": "1860"}
+    bootstrap, raw = env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC_RAW"]
+    (body,) = delivery_reports(1)
+    t0 = hours_ago_ms(4)
+    async with running_processor(env):
+        await produce(bootstrap, raw, as_raw([body], t0) + as_raw([body], t0 + 600_000))
+        await produce(bootstrap, raw, as_raw([body], t0 + 3 * HOUR_MS))
+        await wait_caught_up(env)
+    events = await read_all_committed(bootstrap, env["KAFKA_TOPIC_EVENTS"])
+    received = sorted(orjson.loads(record.value)["lineage"]["offset"] for record in events)
+    assert received == [0, 2], "the original and the repeat 3 h later, not the 10 min retry"
+
+
+async def test_dedupe_state_survives_a_restart(processor_env: dict[str, str]) -> None:
+    """After a restart the state is rebuilt from the raw topic: retries of notifications
+    processed before it are still recognised."""
+    bootstrap, raw = processor_env["KAFKA_BOOTSTRAP_SERVERS"], processor_env["KAFKA_TOPIC_RAW"]
+    before, after = delivery_reports(300, seed=1), delivery_reports(100, seed=2)
+    t0 = int(time.time() * 1000) - HOUR_MS
+    async with running_processor(processor_env):
+        await produce(bootstrap, raw, as_raw(before, t0))
+        await wait_caught_up(processor_env)
+    async with running_processor(processor_env) as (_, registry):
+        await produce(bootstrap, raw, as_raw(before[::3] + after, t0 + 600_000))
+        await wait_caught_up(processor_env)
+        assert (
+            registry.get_sample_value("postback_processor_restored_records_total")
+            >= len(before) / 2
+        )
+        assert registry.get_sample_value("postback_processor_duplicates_dropped_total") == len(
+            before[::3]
+        )
+    events = await read_all_committed(bootstrap, processor_env["KAFKA_TOPIC_EVENTS"])
+    ids = Counter(orjson.loads(record.value)["event_id"] for record in events)
+    assert set(ids) == expected_event_ids(before + after)
+    assert max(ids.values()) == 1
+
+
+async def test_delivery_latency_is_joined_in_either_arrival_order(
+    processor_env: dict[str, str],
+) -> None:
+    """Sent then final: the final event carries the latency. Final first (the sent was
+    retried later): the late sent event carries it, flagged."""
+    bootstrap, raw = processor_env["KAFKA_BOOTSTRAP_SERVERS"], processor_env["KAFKA_TOPIC_RAW"]
+    in_order = delivery_reports(2, seed=3)  # sent, final of one message
+    reversed_pair = delivery_reports(2, seed=4)[::-1]  # final, then sent
+    async with running_processor(processor_env):
+        await produce(bootstrap, raw, as_raw(in_order + reversed_pair, hours_ago_ms(1)))
+        await wait_caught_up(processor_env)
+    events = [
+        orjson.loads(r.value)
+        for r in await read_all_committed(bootstrap, processor_env["KAFKA_TOPIC_EVENTS"])
+    ]
+    by_id = {(e["tracking_id"], e["status"] == "sent"): e for e in events}
+    final_in_order = by_id[("TRK00300000000", False)]
+    assert final_in_order["delivery_latency_ms"] == 500
+    assert final_in_order["delivery_latency_final_first"] is False
+    late_sent = by_id[("TRK00400000000", True)]
+    assert late_sent["delivery_latency_ms"] == 500
+    assert late_sent["delivery_latency_final_first"] is True
+    assert by_id[("TRK00400000000", False)]["delivery_latency_ms"] is None

@@ -48,7 +48,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await publisher.start()
-        metrics.watch(lambda: publisher.kafka_up, publisher.outage_seconds)
+        metrics.watch(
+            lambda: publisher.kafka_up,
+            publisher.outage_seconds,
+            settings.provider_retry_horizon_s,
+        )
         metrics.draining.set_function(lambda: 1.0 if state.draining else 0.0)
         state.started = True
         log.info(

@@ -65,6 +65,12 @@ class EdgeMetrics:
             "How long Kafka has been failing, 0 while it is healthy.",
             registry=registry,
         )
+        self.retry_budget_seconds = Gauge(
+            "postback_edge_provider_retry_budget_seconds",
+            "Seconds until postbacks refused at the start of the current Kafka outage exhaust "
+            "the provider's retries and are dropped (the full horizon while Kafka is healthy).",
+            registry=registry,
+        )
         self.draining = Gauge(
             "postback_edge_draining",
             "1 once shutdown began: readiness is false and in-flight requests are finishing.",
@@ -77,10 +83,16 @@ class EdgeMetrics:
             outcome: self.refusals.labels(outcome.reason) for outcome in Outcome if outcome.refused
         }
 
-    def watch(self, kafka_up: Callable[[], bool], outage_seconds: Callable[[], float]) -> None:
+    def watch(
+        self,
+        kafka_up: Callable[[], bool],
+        outage_seconds: Callable[[], float],
+        retry_horizon_s: float,
+    ) -> None:
         """Read health at scrape time, so the request path never updates these gauges."""
         self.kafka_up.set_function(lambda: 1.0 if kafka_up() else 0.0)
         self.outage_seconds.set_function(outage_seconds)
+        self.retry_budget_seconds.set_function(lambda: max(0.0, retry_horizon_s - outage_seconds()))
 
     def source_label(self, source: str) -> str:
         if source in self._source_labels:

@@ -34,6 +34,9 @@ class EdgeSettings:
     shutdown_delay_s: float = 0.0
     max_connections: int = 1000
     retry_after_s: int = 30
+    # The provider retries a refused postback about every 5 minutes, 5 times, then drops it:
+    # a postback refused when an outage starts is gone once the outage outlasts this.
+    provider_retry_horizon_s: float = 1500.0
     kafka_probe_interval_s: float = 5.0
     linger_ms: int = 0
     log_level: str = "INFO"
@@ -73,6 +76,9 @@ class EdgeSettings:
             shutdown_delay_s=env.number("EDGE_SHUTDOWN_DELAY_SECONDS", 0.0, minimum=0),
             max_connections=env.integer("EDGE_MAX_CONNECTIONS", 1000, minimum=1),
             retry_after_s=env.integer("EDGE_RETRY_AFTER_SECONDS", 30, minimum=0),
+            provider_retry_horizon_s=env.number(
+                "EDGE_PROVIDER_RETRY_HORIZON_SECONDS", 1500.0, minimum=1
+            ),
             kafka_probe_interval_s=env.number("EDGE_KAFKA_PROBE_SECONDS", 5.0, minimum=0.1),
             linger_ms=env.integer("EDGE_KAFKA_LINGER_MS", 0, minimum=0),
             log_level=env.choice(

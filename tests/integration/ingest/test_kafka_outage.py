@@ -51,6 +51,8 @@ async def test_503_within_the_deadline_while_kafka_is_down_then_200_without_rest
         assert readiness.json()["kafka_up"] is False
         assert edge.metric("postback_edge_kafka_up") == 0
         assert edge.metric("postback_edge_kafka_outage_seconds") > 0
+        budget = edge.metric("postback_edge_provider_retry_budget_seconds")
+        assert 0 < budget < edge.settings.provider_retry_horizon_s
 
         await asyncio.to_thread(own_broker.start)
         recovered_at = None
@@ -63,6 +65,9 @@ async def test_503_within_the_deadline_while_kafka_is_down_then_200_without_rest
         assert recovered_at is not None, "the edge never recovered"
         assert (await client.get(edge.url + "/readyz")).status_code == 200
         assert edge.metric("postback_edge_kafka_outage_seconds") == 0
+        assert edge.metric("postback_edge_provider_retry_budget_seconds") == (
+            edge.settings.provider_retry_horizon_s
+        )
         refused = edge.metric("postback_edge_refusals_total", reason="kafka_timeout")
         refused += edge.metric("postback_edge_refusals_total", reason="kafka_error")
         assert refused >= 1

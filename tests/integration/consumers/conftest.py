@@ -24,6 +24,11 @@ from tests.kafka_tools import committed_total, topic_size
 
 @pytest.fixture
 def processor_env(base_env: dict[str, str]) -> dict[str, str]:
+    return with_processor_settings(base_env)
+
+
+def with_processor_settings(base_env: dict[str, str]) -> dict[str, str]:
+    """A private group and transactional ids per test, and quick commits."""
     run = uuid.uuid4().hex[:8]
     return {
         **base_env,

@@ -12,7 +12,7 @@ import binascii
 import functools
 import hmac
 import ipaddress
-import uuid
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -128,7 +128,7 @@ class PostbackGuard:
         client = resolve_client(peer, headers.get(b"x-forwarded-for"), self._is_trusted)
         request_id_header = headers.get(b"x-request-id")
         request_id = (
-            request_id_header.decode("latin-1")[:128] if request_id_header else uuid.uuid4().hex
+            request_id_header.decode("latin-1")[:128] if request_id_header else os.urandom(16).hex()
         )
         outcome = self._refusal(client, headers)
         if outcome is not None:

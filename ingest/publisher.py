@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +20,6 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from common.deadline import Deadline
 from common.kafka import KafkaSettings
 from common.startup import until_kafka_answers
 from common.topics import TopicSpec, ensure_topics
@@ -32,10 +32,6 @@ class PublishError(Exception):
     """The record is not known to be in Kafka; the caller must not acknowledge it."""
 
 
-class PublishTimeout(PublishError):
-    """Kafka did not acknowledge within the deadline."""
-
-
 class Publisher(Protocol):
     """The narrow interface the edge needs from its sink."""
 
@@ -46,7 +42,12 @@ class Publisher(Protocol):
 
     async def start(self) -> None: ...
 
-    async def publish(self, record: RawRecord, deadline: Deadline) -> None: ...
+    async def publish(self, record: RawRecord) -> None:
+        """Return once Kafka acknowledged the record; raise PublishError if it refused.
+
+        Unbounded by itself: the caller cancels at its deadline. Cancelling abandons the
+        wait, never the write, which may still land (and be deduplicated downstream).
+        """
 
     async def stop(self, within_s: float) -> None: ...
 
@@ -134,24 +135,26 @@ class KafkaPublisher:
                 self._producer = producer
         self._probe_task = asyncio.create_task(self._probe_forever(), name="kafka-probe")
 
-    async def publish(self, record: RawRecord, deadline: Deadline) -> None:
+    async def publish(self, record: RawRecord) -> None:
         producer = self._producer
         if producer is None:
             raise PublishError("the Kafka producer is not started")
         try:
-            async with asyncio.timeout(deadline.remaining()):
-                delivery = await producer.send(
-                    self._topic.name,
-                    record.value,
-                    key=record.key,
-                    headers=record.headers,
-                    timestamp_ms=record.timestamp_ms,
-                )
-                # Shielded: giving up on the answer must not cancel the write itself.
-                await asyncio.shield(delivery)
-        except TimeoutError:
+            delivery = await producer.send(
+                self._topic.name,
+                record.value,
+                key=record.key,
+                headers=record.headers,
+                timestamp_ms=record.timestamp_ms,
+            )
+            # Wait on a relay, not on the delivery itself: a caller giving up (cancelling at
+            # its deadline) must not cancel the write, and a relay is cheaper than a shield.
+            acknowledged = asyncio.get_running_loop().create_future()
+            delivery.add_done_callback(functools.partial(_relay, acknowledged))
+            await acknowledged
+        except asyncio.CancelledError:
             self.health.failed()
-            raise PublishTimeout("Kafka did not acknowledge in time") from None
+            raise
         except KafkaError as error:
             self.health.failed()
             raise PublishError(f"{type(error).__name__}: {error}") from error
@@ -190,3 +193,14 @@ class KafkaPublisher:
                 await producer.stop()
         except TimeoutError:
             log.error("Kafka producer did not flush within the drain time")
+
+
+def _relay(waiter: asyncio.Future[None], delivery: asyncio.Future[object]) -> None:
+    if waiter.done():
+        return  # the caller gave up already
+    if delivery.cancelled():
+        waiter.set_exception(PublishError("the write was cancelled"))
+    elif (error := delivery.exception()) is not None:
+        waiter.set_exception(error)
+    else:
+        waiter.set_result(None)

@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format typecheck unit kafka bench clean help
+.PHONY: run test lint format typecheck unit kafka tools bench clean help
 
 help:
 	@echo "make run    start Kafka and the pipeline on loopback (Ctrl-C stops everything)"
@@ -37,7 +37,13 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck kafka
+# helm (built once with Go into ~/.cache/postback-pipeline/bin) and promtool/prometheus
+# (Debian's prometheus package) for the deployment checks in tests/deploy.
+tools:
+	bash tools/install-helm.sh >/dev/null
+	bash tools/install-promtool.sh >/dev/null
+
+test: lint typecheck kafka tools
 	$(BIN)/pytest
 
 bench: $(STAMP) kafka

@@ -1,0 +1,102 @@
+"""The provider simulator against the real edge and processor on a real broker."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import orjson
+import pytest
+
+from common.kafka import KafkaSettings
+from common.topics import TopicSettings, ensure_topics
+from simulator.check import CheckError, Expectation, check_events
+from simulator.cli import OK, run
+from tests.integration.consumers.conftest import running_processor, with_processor_settings
+from tests.integration.ingest.conftest import running_edge
+from tests.kafka_tools import produce, read_all_committed, topic_size
+
+pytestmark = pytest.mark.kafka
+
+COUNT = 150  # about 30 lost answers at P=0.2; a few seconds of sending
+
+
+async def test_lost_answers_and_retries_still_give_exactly_one_event_per_notification(
+    base_env: dict[str, str],
+) -> None:
+    """Provider traffic whose 200s get lost reaches the events topic once per notification."""
+    env = with_processor_settings(base_env)
+    bootstrap, events_topic = env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC_EVENTS"]
+    out = io.StringIO()
+    async with running_edge(env) as edge, running_processor(env):
+        status = await run(
+            [
+                "--url", f"{edge.url}/postbacks/mt",
+                "--count", str(COUNT),
+                "--seed", "20240305",
+                "--xml-share", "0.2",
+                "--malformed-share", "0.05",
+                "--drop-answers", "0.2",
+                "--retry-delay", "0.5",
+                "--answer-timeout", "5",
+                "--check-events",
+                "--bootstrap-servers", bootstrap,
+                "--events-topic", events_topic,
+                "--wait", "20",
+                "--settle", "1",
+                "--json",
+                "--quiet",
+            ],
+            out=out,
+            environ={},
+        )  # fmt: skip
+        events = await read_all_committed(bootstrap, events_topic)
+        raw_records = await topic_size(bootstrap, env["KAFKA_TOPIC_RAW"])
+    report = orjson.loads(out.getvalue())
+    check = report["check"]
+    assert status == OK, report
+    assert (report["acked"], report["given_up"], report["abandoned"]) == (COUNT, 0, 0)
+    assert report["answers_dropped"] > 0  # acked postbacks really were sent again
+    assert report["retried"] >= report["answers_dropped"]
+    assert raw_records >= COUNT + report["answers_dropped"]  # every stored copy is in Kafka...
+    well_formed = COUNT - report["wires"]["malformed"]
+    assert check["passed"] is True
+    assert (check["expected"], check["found"]) == (well_formed, well_formed)
+    assert (check["missing"], check["duplicated"], check["malformed_as_events"]) == (0, 0, 0)
+    assert check["dead_letters_expected"] == report["wires"]["malformed"] > 0
+    # ...and, read independently of the simulator, the copies became no extra events.
+    event_ids = [orjson.loads(record.value)["event_id"] for record in events]
+    assert len(event_ids) == len(set(event_ids)) == well_formed
+
+
+async def test_the_events_check_reports_missing_and_duplicated_events(
+    base_env: dict[str, str],
+) -> None:
+    """The check fails loudly on a missing, a doubled or a malformed-body event; it can fail."""
+    kafka = KafkaSettings.from_environ(base_env)
+    topics = TopicSettings.from_environ(base_env)
+    await ensure_topics(kafka, [topics.events], create_missing=True)
+    values = [b'{"event_id":"a"}', b'{"event_id":"a"}', b'{"event_id":"b"}']
+    values += [b'{"event_id":"other-traffic"}', b"not json"]
+    values += [b'{"event_id":"e","tracking_id":"BAD1x3"}']  # a malformed body turned event
+    await produce(
+        kafka.bootstrap_servers, topics.events.name, [(None, v, [], None) for v in values]
+    )
+    wanted = Expectation(
+        expected=frozenset({"a", "b", "c"}),
+        unconfirmed=frozenset({"d"}),
+        dead_letters=1,
+        malformed_ids=frozenset({"BAD1x3"}),
+    )
+    since_ms = int(time.time() * 1000) - 60_000
+    result = await check_events(
+        kafka, topics.events.name, wanted, since_ms=since_ms, wait_s=1.0, settle_s=0.0
+    )
+    assert not result.passed
+    assert (result.missing, result.duplicated) == (("c",), ("a",))
+    assert (result.found, result.foreign, result.unreadable) == (2, 1, 1)
+    assert result.malformed_events == 1
+    with pytest.raises(CheckError, match="does not exist"):
+        await check_events(
+            kafka, topics.events.name + ".typo", wanted, since_ms=since_ms, wait_s=0.0
+        )

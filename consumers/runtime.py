@@ -18,6 +18,20 @@ new owner read the committed offset, so it sees the outcome of the old owner's l
 transaction and neither re-emits nor skips what that transaction covered. A fenced instance
 stops (exit status 3) and is restarted by its orchestrator, rejoining with a fresh state.
 
+A transaction commits only if every record it carries was written. aiokafka 0.14 does not
+keep the producer contract that a failed send fails the commit: a batch that fails for good
+only fails its records' futures, and `commit_transaction` then commits the rest together with
+the consumed offsets. A broker outage longer than the producer's request timeout (40 s) does
+exactly that: batches held without a partition leader expire (LeaderNotAvailable), every later
+batch of the partition is refused (OutOfOrderSequenceNumber), and the transaction would commit
+offsets over events never written. So `_commit` awaits every record's delivery before it
+commits, and any failed send, there or in `send()` itself (which raises once its buffer has
+waited a request timeout), rewinds the partition instead of committing or crashing. (In
+aiokafka: `MessageAccumulator.drain_by_nodes` expires leaderless batches even for transactional
+producers, and `SendProduceReqHandler` fails a batch without touching the transaction manager;
+no upstream issue covers it yet, aio-libs/aiokafka#1017 reports the sequence errors after an
+outage.)
+
 State. Each partition's dedupe window and latency join are rebuilt on assignment by re-reading
 the raw topic: records timestamped within `replay_span_ms` before the committed position are
 fed through the same pipeline (its output thrown away), which gives the state the previous
@@ -145,9 +159,16 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
                     self._raise_if_fenced()
                     for tp, records in batches.items():
                         task = self._tasks.get(tp)
-                        if task is not None:  # else revoked while we waited
-                            await self._process(task, records)
-                            uncommitted += len(records)
+                        if task is None:
+                            continue  # revoked while we waited
+                        # A fetch that raced an assignment can return records from before
+                        # the seek to the committed offset; they come again in order.
+                        if records[0].offset < task.next_offset:
+                            records = [r for r in records if r.offset >= task.next_offset]
+                            if not records:
+                                continue
+                        await self._process(task, records)
+                        uncommitted += len(records)
                     if uncommitted >= self._settings.commit_max_records or (
                         time.monotonic() >= next_commit
                     ):
@@ -158,6 +179,19 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
             await self._shutdown()
 
     async def _process(self, task: PartitionTask, records: list[Any]) -> None:
+        """Feed a batch through the pipeline into the partition's open transaction.
+
+        A send that fails (the cluster gone for longer than the producer's request timeout)
+        abandons the whole transaction: the partition rewinds and the batch is read again.
+        """
+        try:
+            await self._send_outcomes(task, records)
+        except FENCED_ERRORS as error:
+            self._fenced = ProcessorFenced(f"partition {task.tp.partition}: {error!r}")
+        except KafkaError as error:
+            await self._abandon(task, "sending to Kafka failed", error)
+
+    async def _send_outcomes(self, task: PartitionTask, records: list[Any]) -> None:
         producer = task.producer
         if not task.in_transaction:
             await producer.begin_transaction()
@@ -199,21 +233,25 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         self._raise_if_fenced()
 
     async def _commit(self, task: PartitionTask) -> None:
+        """Commit the partition's transaction once every record in it was written.
+
+        The deliveries are awaited before `commit_transaction` because aiokafka would commit
+        over a failed one (see the module docstring); `commit_transaction` flushes the same
+        batches first anyway, so waiting for them costs nothing.
+        """
         started = time.perf_counter()
         try:
             await task.producer.send_offsets_to_transaction(
                 {task.tp: task.next_offset}, self._settings.group_id
             )
+            for delivery in task.deliveries:
+                await delivery  # raises the send's error
             await task.producer.commit_transaction()
         except FENCED_ERRORS as error:
             self._fenced = ProcessorFenced(f"partition {task.tp.partition}: {error!r}")
             return
         except KafkaError as error:
-            log.warning(
-                "transaction failed; rewinding the partition to its committed offset",
-                extra={"fields": {"partition": task.tp.partition, "error": repr(error)}},
-            )
-            await self._rewind(task)
+            await self._abandon(task, "transaction failed", error)
             return
         self._metrics.transaction_seconds.observe(time.perf_counter() - started)
         self._metrics.transactions.labels("committed").inc()
@@ -239,20 +277,32 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         metrics.dedupe_evicted_early.labels(label).set(window.evicted_early)
         metrics.latency_waiting.labels(label).set(len(task.pipeline.latency))
 
+    async def _abandon(self, task: PartitionTask, what: str, error: KafkaError) -> None:
+        log.warning(
+            "%s; rewinding the partition to its committed offset",
+            what,
+            extra={"fields": {"partition": task.tp.partition, "error": repr(error)}},
+        )
+        await self._rewind(task)
+
     async def _rewind(self, task: PartitionTask) -> None:
         """Undo an uncommitted batch: new producer (which aborts the open transaction),
         state back to the last commit, and the consumer back to the committed offset."""
         self._metrics.transactions.labels("aborted").inc()
         for delivery in task.deliveries:
-            if delivery.done() and not delivery.cancelled():
-                delivery.exception()  # retrieved, so asyncio does not log it as lost
+            # Retrieved, now or when it fails, so asyncio does not log it as lost.
+            delivery.add_done_callback(_retrieve)
         task.reset_counts()
         task.pipeline.abort()
         task.in_transaction = False
+        # Fence before stopping: aiokafka's stop() first flushes the unsent batches, which
+        # during an outage waits for the cluster, and cutting that wait short skips closing
+        # the client (its connections and metadata task leak). Once the new producer holds
+        # the id, the broker refuses the old one's batches and its stop() ends promptly.
+        abandoned, task.producer = task.producer, await self._fenced_producer(task.tp)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
-                await task.producer.stop()
-        task.producer = await self._fenced_producer(task.tp)
+                await abandoned.stop()
         self._consumer.seek(task.tp, task.committed_offset)
 
     def _raise_if_fenced(self) -> None:
@@ -321,6 +371,9 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
                 enable_idempotence=True,
                 acks="all",
                 linger_ms=5,
+                # Events are ~1 KB: the 16 KB default fills every ~14 records and each full
+                # batch is its own produce request. Stay under the broker's 1 MiB limit.
+                max_batch_size=512 * 1024,
             )
             try:
                 await producer.start()
@@ -406,3 +459,8 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
 
 def _ids(partitions: list[TopicPartition]) -> list[int]:
     return sorted(tp.partition for tp in partitions)
+
+
+def _retrieve(delivery: asyncio.Future[Any]) -> None:
+    if not delivery.cancelled():
+        delivery.exception()

@@ -1,18 +1,31 @@
-"""Exactly once through a broker restart: the processor rides out Kafka going away mid-stream.
+"""Exactly once through broker restarts: the processor rides out Kafka going away mid-stream.
 
-Each test gets a broker of its own (the suite's shared one must keep serving), stops it while
-a processor process is half-way through the raw topic with transactions open, keeps it down
-for a few seconds, starts it again on the same data directory and port, and then checks that
-the same process, without being restarted, caught up with output exactly once.
+Every test here has a broker of its own (the suite's shared one must keep serving). The restart
+tests stop it while the processor is part-way through the raw topic with transactions open,
+keep it down, start it again on the same data directory and port, and check that the same
+processor, never restarted, caught up with every notification emitted exactly once. The last
+two tests cover what a long outage does to the producers: sends that fail for good.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+import functools
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import LeaderNotAvailableError
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
+from consumers import runtime
+from consumers.instruments import ProcessorMetrics
+from consumers.settings import ProcessorSettings
 from devstack.kafka import LocalKafka
 from tests.integration.consumers.conftest import ProcessorProcess, wait_caught_up
 from tests.integration.consumers.test_processor_faults import assert_exactly_once, wait_committed
@@ -21,8 +34,8 @@ from tests.traffic import as_raw, hours_ago_ms, realistic_mix
 
 pytestmark = pytest.mark.kafka
 
-# The outage itself is the scenario: long enough for every client to lose its connections,
-# the consumer its coordinator and the group its session (6 s in `processor_env`) to expire.
+# The outage is the scenario, not a stand-in for an event: long enough for every client to
+# lose its connections and for the group session (6 s in `processor_env`) to run out.
 DOWN_S = 5.0
 
 
@@ -33,6 +46,54 @@ def own_broker() -> Iterator[LocalKafka]:
         yield broker
 
 
+@pytest.fixture
+def kafka_bootstrap(own_broker: LocalKafka) -> str:
+    """Every service and helper of these tests talks to the broker the test restarts."""
+    return own_broker.bootstrap_servers
+
+
+@contextlib.asynccontextmanager
+async def processor_task(
+    env: dict[str, str],
+) -> AsyncIterator[tuple[asyncio.Task[None], CollectorRegistry]]:
+    """The processor in this event loop, its task exposed so a test can tell a crash."""
+    registry = CollectorRegistry()
+    processor = runtime.ProcessorRuntime(
+        ProcessorSettings.from_environ(env), ProcessorMetrics(registry)
+    )
+    await processor.start()
+    stop = asyncio.Event()
+    running = asyncio.create_task(processor.run(stop))
+    try:
+        yield running, registry
+    finally:
+        stop.set()
+        await running
+
+
+async def caught_up_unless_crashed(env: dict[str, str], running: asyncio.Task[None]) -> None:
+    """`wait_caught_up`, failing at once with the processor's own error if it dies first."""
+    catching_up = asyncio.create_task(wait_caught_up(env, timeout=75))
+    await asyncio.wait({catching_up, running}, return_when=asyncio.FIRST_COMPLETED)
+    if not catching_up.done():
+        catching_up.cancel()
+        running.result()
+        raise AssertionError("the processor stopped before it caught up")
+    catching_up.result()
+
+
+async def scrape(process: ProcessorProcess, name: str) -> float:
+    """A sample of a processor process's /metrics, summed over its labels."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{process.port}/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
     how: str,
@@ -40,36 +101,99 @@ async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
     processor_env: dict[str, str],
     processes: list[ProcessorProcess],
 ) -> None:
-    """When Kafka restarts under a running processor, every notification still appears once in
-    the events topic, and the processor recovers by itself, without being restarted."""
-    env = {
-        **processor_env,
-        "KAFKA_BOOTSTRAP_SERVERS": own_broker.bootstrap_servers,
-        "PROCESSOR_COMMIT_MAX_RECORDS": "500",
-    }
-    bootstrap, raw = env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC_RAW"]
-    mix = realistic_mix(16_000, seed=21)
-    records = as_raw(mix.bodies, hours_ago_ms(1))
-    half = len(records) // 2
+    """A Kafka restart mid-stream loses and repeats nothing; the processor recovers by itself.
+
+    The processor is a process of its own, as in production, and is never restarted.
+    """
+    env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
+    mix = realistic_mix(10_000, seed=21)
     processor = ProcessorProcess(env)
     processes.append(processor)
     await processor.start()
-    await produce(bootstrap, raw, records[:half])
-    await wait_committed(env, half // 4)
+    await produce(
+        env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC_RAW"], as_raw(mix.bodies, hours_ago_ms(1))
+    )
+    await wait_committed(env, len(mix.bodies) // 5)
 
-    # Mid-stream: transactions are open and batches in flight when the broker goes.
-    if how == "sigterm":
-        await asyncio.to_thread(own_broker.stop)
-    else:
-        await asyncio.to_thread(own_broker.kill)
+    await asyncio.to_thread(own_broker.stop if how == "sigterm" else own_broker.kill)
+    # With the broker gone nothing more can be fetched: this is where the stream broke off.
+    consumed = await scrape(processor, "postback_processor_records_consumed_total")
+    assert consumed < len(mix.bodies), "the stream was over before the broker went down"
     await asyncio.sleep(DOWN_S)
     await asyncio.to_thread(own_broker.start)
-    assert processor.process is not None
-    assert processor.process.returncode is None, "the processor died during the outage"
 
-    # Traffic that arrives after the restart must flow through the same process too.
-    await produce(bootstrap, raw, records[half:])
     await wait_caught_up(env, timeout=75)
+    assert processor.process is not None
     assert processor.process.returncode is None, "the processor exited instead of recovering"
     assert await processor.stop() == 0
     await assert_exactly_once(env, mix.event_ids, mix.malformed)
+
+
+async def test_outage_longer_than_the_producer_request_timeout_loses_and_repeats_nothing(
+    own_broker: LocalKafka, processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends failing in an outage longer than the request timeout rewind; nothing crashes.
+
+    aiokafka's producer request timeout is 40 s, which would make this test a minute longer;
+    cutting the processor's producers to 3 s makes an 8 s outage the same event (in-process,
+    to reach the producers). A processor that let `send()` raise out of its loop died here.
+    """
+    monkeypatch.setattr(
+        runtime, "AIOKafkaProducer", functools.partial(AIOKafkaProducer, request_timeout_ms=3000)
+    )
+    env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
+    mix = realistic_mix(10_000, seed=23)
+    async with processor_task(env) as (running, registry):
+        await produce(
+            env["KAFKA_BOOTSTRAP_SERVERS"],
+            env["KAFKA_TOPIC_RAW"],
+            as_raw(mix.bodies, hours_ago_ms(1)),
+        )
+        await wait_committed(env, len(mix.bodies) // 5)
+        await asyncio.to_thread(own_broker.stop)
+        consumed = registry.get_sample_value("postback_processor_records_consumed_total")
+        assert consumed is not None
+        assert consumed < len(mix.bodies), "the stream was over before the broker went down"
+        await asyncio.sleep(8.0)
+        await asyncio.to_thread(own_broker.start)
+        await caught_up_unless_crashed(env, running)
+    await assert_exactly_once(env, mix.event_ids, mix.malformed)
+
+
+def losing_the_nth_send(nth: int) -> type[AIOKafkaProducer]:
+    """A producer whose `nth` send (counted across instances) fails for good, unwritten: what
+    an outage longer than the request timeout does to the batches a producer held."""
+    sends = itertools.count(1)
+
+    class LosesOneRecord(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+        async def send(self, topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+            if next(sends) == nth:
+                lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                lost.set_exception(LeaderNotAvailableError())
+                return lost
+            sent: asyncio.Future[Any] = await super().send(topic, *args, **kwargs)
+            return sent
+
+    return LosesOneRecord
+
+
+async def test_a_record_kafka_failed_to_write_is_written_again_never_committed_over(
+    processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record Kafka never wrote aborts its transaction: it is written again, not skipped.
+
+    aiokafka commits a transaction over a failed send, consumed offsets included; the
+    processor must check every delivery itself before it commits.
+    """
+    monkeypatch.setattr(runtime, "AIOKafkaProducer", losing_the_nth_send(1000))
+    mix = realistic_mix(3_000, seed=25)
+    async with processor_task(processor_env) as (running, registry):
+        await produce(
+            processor_env["KAFKA_BOOTSTRAP_SERVERS"],
+            processor_env["KAFKA_TOPIC_RAW"],
+            as_raw(mix.bodies, hours_ago_ms(1)),
+        )
+        await caught_up_unless_crashed(processor_env, running)
+    await assert_exactly_once(processor_env, mix.event_ids, mix.malformed)
+    aborted = {"result": "aborted"}
+    assert registry.get_sample_value("postback_processor_transactions_total", aborted) == 1

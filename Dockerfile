@@ -40,6 +40,7 @@ COPY common ./common
 COPY consumers ./consumers
 COPY devstack ./devstack
 COPY ingest ./ingest
+COPY simulator ./simulator
 RUN PIP_ONLY_BINARY=setuptools pip install --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv
 

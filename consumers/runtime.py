@@ -303,6 +303,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await abandoned.stop()
+        task.next_offset = task.committed_offset
         self._consumer.seek(task.tp, task.committed_offset)
 
     def _raise_if_fenced(self) -> None:

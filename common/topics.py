@@ -9,7 +9,9 @@ wait on metadata for a topic that will never appear.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -107,5 +109,28 @@ async def ensure_topics(
                     f"could not create Kafka topic {name}: {error.__name__} {detail}"
                 )
         log.info("created Kafka topics", extra={"fields": {"topics": names}})
+        await _until_led(admin, [spec.name for spec in missing])
     finally:
         await admin.close()
+
+
+async def _until_led(admin: AIOKafkaAdminClient, names: list[str], within_s: float = 15) -> None:
+    """Wait until every partition of fresh topics has a leader.
+
+    A consumer that subscribes before that can see a topic without partitions and sit idle
+    until its next metadata refresh (minutes); a producer gets NotLeaderForPartition retries.
+    """
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(names)
+        if all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(partition["leader"] >= 0 for partition in topic["partitions"])
+            for topic in described
+        ):
+            return
+        await asyncio.sleep(0.05)
+    log.warning(
+        "new topics still have partitions without a leader", extra={"fields": {"topics": names}}
+    )

@@ -8,10 +8,13 @@ of surfacing as a strange runtime behaviour hours later.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+SettingsT = TypeVar("SettingsT")
 
 
 class SettingsError(ValueError):
@@ -112,3 +115,17 @@ class Env:
         if value not in choices:
             raise SettingsError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
         return value
+
+
+def settings_or_exit(
+    build: Callable[[Mapping[str, str]], SettingsT], environ: Mapping[str, str], service: str
+) -> SettingsT:
+    """Settings for a service's `main`, or exit status 2 with the variable named on stderr.
+
+    Logging is not configured yet at this point (its level is a setting), hence stderr.
+    """
+    try:
+        return build(environ)
+    except SettingsError as error:
+        print(f"{service}: invalid settings: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
-from common.env import SettingsError
+from common.env import settings_or_exit
 from ingest.server import run
 from ingest.settings import EdgeSettings
 
 
 def main() -> int:
-    try:
-        settings = EdgeSettings.from_environ(os.environ)
-    except SettingsError as error:
-        logging.basicConfig()
-        logging.getLogger("ingest").critical("invalid settings: %s", error)
-        return 2
-    run(settings)
+    run(settings_or_exit(EdgeSettings.from_environ, os.environ, "ingest"))
     return 0
 
 

@@ -14,7 +14,7 @@ import sys
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from common.env import SettingsError
+from common.env import settings_or_exit
 from common.logs import configure_logging
 from consumers.metrics.service import MetricsService
 from consumers.metrics.settings import MetricsSettings
@@ -31,12 +31,7 @@ async def serve(settings: MetricsSettings) -> None:
 
 
 def main() -> int:
-    try:
-        settings = MetricsSettings.from_environ(os.environ)
-    except SettingsError as error:
-        logging.basicConfig()
-        log.critical("invalid settings: %s", error)
-        return 2
+    settings = settings_or_exit(MetricsSettings.from_environ, os.environ, "consumers.metrics")
     configure_logging(settings.log_level)
     # `_created` series double the output and nobody graphs them. Untyped in prometheus_client.
     disable_created_metrics()  # type: ignore[no-untyped-call]

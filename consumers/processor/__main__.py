@@ -15,7 +15,7 @@ import sys
 import uvloop
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from common.env import SettingsError
+from common.env import settings_or_exit
 from common.logs import configure_logging
 from common.ops_http import OpsServer, ops_app
 from consumers.instruments import ProcessorMetrics
@@ -53,12 +53,7 @@ async def serve(settings: ProcessorSettings) -> int:
 
 
 def main() -> int:
-    try:
-        settings = ProcessorSettings.from_environ(os.environ)
-    except SettingsError as error:
-        logging.basicConfig()
-        log.critical("invalid settings: %s", error)
-        return 2
+    settings = settings_or_exit(ProcessorSettings.from_environ, os.environ, "consumers.processor")
     configure_logging(settings.log_level)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     return uvloop.run(serve(settings))

@@ -43,7 +43,8 @@ def with_processor_settings(base_env: dict[str, str]) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def running_processor(
     env: dict[str, str],
-) -> AsyncIterator[tuple[ProcessorRuntime, CollectorRegistry]]:
+) -> AsyncIterator[tuple[asyncio.Task[None], CollectorRegistry]]:
+    """The processor in this event loop; its task is exposed so a test can tell a crash."""
     settings = ProcessorSettings.from_environ(env)
     registry = CollectorRegistry()
     runtime = ProcessorRuntime(settings, ProcessorMetrics(registry))
@@ -51,7 +52,7 @@ async def running_processor(
     stop = asyncio.Event()
     running = asyncio.create_task(runtime.run(stop))
     try:
-        yield runtime, registry
+        yield running, registry
     finally:
         stop.set()
         await running

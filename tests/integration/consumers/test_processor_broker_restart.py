@@ -10,24 +10,24 @@ two tests cover what a long outage does to the producers: sends that fail for go
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import LeaderNotAvailableError
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers import runtime
-from consumers.instruments import ProcessorMetrics
-from consumers.settings import ProcessorSettings
 from devstack.kafka import LocalKafka
-from tests.integration.consumers.conftest import ProcessorProcess, wait_caught_up
+from tests.integration.consumers.conftest import (
+    ProcessorProcess,
+    running_processor,
+    wait_caught_up,
+)
 from tests.integration.consumers.test_processor_faults import assert_exactly_once, wait_committed
 from tests.kafka_tools import produce
 from tests.traffic import as_raw, hours_ago_ms, realistic_mix
@@ -50,25 +50,6 @@ def own_broker() -> Iterator[LocalKafka]:
 def kafka_bootstrap(own_broker: LocalKafka) -> str:
     """Every service and helper of these tests talks to the broker the test restarts."""
     return own_broker.bootstrap_servers
-
-
-@contextlib.asynccontextmanager
-async def processor_task(
-    env: dict[str, str],
-) -> AsyncIterator[tuple[asyncio.Task[None], CollectorRegistry]]:
-    """The processor in this event loop, its task exposed so a test can tell a crash."""
-    registry = CollectorRegistry()
-    processor = runtime.ProcessorRuntime(
-        ProcessorSettings.from_environ(env), ProcessorMetrics(registry)
-    )
-    await processor.start()
-    stop = asyncio.Event()
-    running = asyncio.create_task(processor.run(stop))
-    try:
-        yield running, registry
-    finally:
-        stop.set()
-        await running
 
 
 async def caught_up_unless_crashed(env: dict[str, str], running: asyncio.Task[None]) -> None:
@@ -143,7 +124,7 @@ async def test_outage_longer_than_the_producer_request_timeout_loses_and_repeats
     )
     env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
     mix = realistic_mix(10_000, seed=23)
-    async with processor_task(env) as (running, registry):
+    async with running_processor(env) as (running, registry):
         await produce(
             env["KAFKA_BOOTSTRAP_SERVERS"],
             env["KAFKA_TOPIC_RAW"],
@@ -187,7 +168,7 @@ async def test_a_record_kafka_failed_to_write_is_written_again_never_committed_o
     """
     monkeypatch.setattr(runtime, "AIOKafkaProducer", losing_the_nth_send(1000))
     mix = realistic_mix(3_000, seed=25)
-    async with processor_task(processor_env) as (running, registry):
+    async with running_processor(processor_env) as (running, registry):
         await produce(
             processor_env["KAFKA_BOOTSTRAP_SERVERS"],
             processor_env["KAFKA_TOPIC_RAW"],

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    start Kafka and the pipeline on loopback (Ctrl-C stops everything)"
 	@echo "make test   lint, type-check and run the whole suite against a real Kafka"
-	@echo "make bench  run the serial edge benchmark (B1)"
+	@echo "make bench  run every benchmark (B1-B5) and tabulate them in docs/performance.md"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,7 @@ test: lint typecheck kafka tools
 	$(BIN)/pytest
 
 bench: $(STAMP) kafka
-	$(BIN)/python -m bench.serial
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

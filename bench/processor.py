@@ -70,6 +70,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
+from bench.report import save
 from bench.state_bench import window_bytes_per_key
 from consumers.instruments import ProcessorMetrics
 from consumers.processor.identity import Identity
@@ -881,13 +882,15 @@ def restore_report(result: Throughput, state_keys: int) -> dict[str, Any]:
 
 
 def code_version() -> dict[str, Any]:
-    """The commit measured, and which processor files differed from it (a shared work tree)."""
+    """The commit measured, and which source files differed from it (a shared work tree)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
         return done.stdout.rstrip() if done.returncode == 0 else ""
 
-    changed = git("status", "--porcelain", "--", "consumers", "common")
+    changed = git(
+        "status", "--porcelain", "--", "ingest", "consumers", "common", "devstack", "bench"
+    )
     return {
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
         "uncommitted_changes": [line[3:] for line in changed.splitlines() if line.strip()],
@@ -965,7 +968,7 @@ async def bench(args: argparse.Namespace, bootstrap: str) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="raw records, retries incl.")
     parser.add_argument("--rounds", type=int, default=2, help="passes of each loop")
@@ -980,13 +983,11 @@ def main() -> None:
     parser.add_argument("--state-keys", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true", help="one more pass under cProfile")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with broker_or_configured() as bootstrap:
         report = uvloop.run(bench(args, bootstrap))
-    text = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
-    print(text)
+    save(report, args.out)
+    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from common.startup import until_kafka_answers
 from common.topics import ensure_topics
 from consumers.dlq import dead_letter_headers
 from consumers.instruments import ProcessorMetrics
+from consumers.partitioning import EventPartitioner
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import EVENT_HEADERS, DeadLetter, Emit, PartitionPipeline
@@ -79,6 +80,7 @@ class PartitionTask:
 
     tp: TopicPartition
     pipeline: PartitionPipeline
+    partitioner: EventPartitioner
     producer: AIOKafkaProducer
     committed_offset: int
     next_offset: int
@@ -113,24 +115,25 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
         )
-        self._restorer = AIOKafkaConsumer(
-            **options,
-            client_id="postback-processor-restore",
-            enable_auto_commit=False,
-            # If retention already deleted the start of the span, replay what is left.
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
         self._tasks: dict[TopicPartition, PartitionTask] = {}
         # Pipelines of partitions revoked from us, with the offset they are valid at.
         self._parked: dict[TopicPartition, tuple[PartitionPipeline, int]] = {}
+        # Partitions assigned but still being opened (fenced, restored) in the background.
+        self._opening: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._open_failed: BaseException | None = None
         self._lock = asyncio.Lock()
         self._fenced: ProcessorFenced | None = None
         self.started = False
 
     @property
     def assigned(self) -> list[int]:
+        """Partitions being processed (opened: fenced and restored)."""
         return sorted(tp.partition for tp in self._tasks)
+
+    @property
+    def opening(self) -> list[int]:
+        """Partitions assigned to this instance but still being fenced or restored."""
+        return sorted(tp.partition for tp in self._opening)
 
     async def start(self) -> None:
         topics = self._settings.topics
@@ -139,7 +142,6 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
                 await ensure_topics(
                     self._settings.kafka, topics.all(), create_missing=topics.create_missing
                 )
-        await self._restorer.start()
         await self._consumer.start()
         self._consumer.subscribe([self._raw], listener=self)
         self.started = True
@@ -157,6 +159,8 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
                 )
                 async with self._lock:
                     self._raise_if_fenced()
+                    if self._open_failed is not None:
+                        raise self._open_failed
                     for tp, records in batches.items():
                         task = self._tasks.get(tp)
                         if task is None:
@@ -196,16 +200,27 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         if not task.in_transaction:
             await producer.begin_transaction()
             task.in_transaction = True
-        deliveries = task.deliveries
         process = task.pipeline.process
+        route = task.partitioner.partition
+        # Events go out in record batches built here, one per events partition, rather than
+        # one `send()` each: aiokafka's per-record path (metadata check, partitioner, a future
+        # per record) costs about as much as the whole pipeline.
+        batches: dict[int, Any] = {}
         for record in records:
             outcome = process(record.value, record.offset, record.headers, record.timestamp)
             if type(outcome) is Emit:
-                deliveries.append(
-                    await producer.send(
-                        self._events, outcome.value, key=outcome.key, headers=EVENT_HEADERS
+                partition = route(outcome.key, record.key)
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = producer.create_batch()
+                if not batch.append(
+                    timestamp=None, key=outcome.key, value=outcome.value, headers=EVENT_HEADERS
+                ):
+                    await self._send_batch(task, batch, partition)
+                    batch = batches[partition] = producer.create_batch()
+                    batch.append(  # an empty batch takes any one record
+                        timestamp=None, key=outcome.key, value=outcome.value, headers=EVENT_HEADERS
                     )
-                )
                 task.emitted += 1
             elif type(outcome) is DeadLetter:
                 headers = dead_letter_headers(
@@ -216,14 +231,22 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
                     partition=task.tp.partition,
                     offset=record.offset,
                 )
-                deliveries.append(
+                task.deliveries.append(
                     await producer.send(self._dlq, record.value, key=record.key, headers=headers)
                 )
                 task.dead_letters[outcome.reason] = task.dead_letters.get(outcome.reason, 0) + 1
             else:
                 task.duplicates += 1
+        for partition, batch in batches.items():
+            await self._send_batch(task, batch, partition)
         task.next_offset = records[-1].offset + 1
         self._metrics.consumed.inc(len(records))
+
+    async def _send_batch(self, task: PartitionTask, batch: Any, partition: int) -> None:
+        batch.close()  # nothing else may join it: its records are in pipeline order
+        task.deliveries.append(
+            await task.producer.send_batch(batch, self._events, partition=partition)
+        )
 
     async def _commit_all(self) -> None:
         """Commit every open transaction; partitions commit concurrently, each on its own id."""
@@ -314,6 +337,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         """Commit what was processed, so the next owner starts right after it."""
+        await self._cancel_opening(revoked)
         async with self._lock:
             for tp in revoked:
                 task = self._tasks.pop(tp, None)
@@ -330,15 +354,62 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("partitions revoked", extra={"fields": {"partitions": _ids(revoked)}})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        async with self._lock:
-            for tp in sorted(assigned):
-                if tp not in self._tasks:
-                    self._tasks[tp] = await self._open(tp)
-            self._metrics.assigned_partitions.set(len(self._tasks))
-            log.info("partitions assigned", extra={"fields": {"partitions": _ids(assigned)}})
+        """Open new partitions in the background, paused until they are ready.
+
+        aiokafka sends no heartbeats while this callback runs, and a restore can take longer
+        than the session timeout: done here, it would get the instance expelled from the
+        group and its partitions moved, to be restored again elsewhere.
+        """
+        for tp in sorted(assigned):
+            if tp not in self._tasks and tp not in self._opening:
+                self._consumer.pause(tp)
+                self._opening[tp] = asyncio.create_task(self._open_paused(tp))
+        log.info("partitions assigned", extra={"fields": {"partitions": _ids(assigned)}})
+
+    async def _open_paused(self, tp: TopicPartition) -> None:
+        try:
+            task = await self._open(tp)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # noqa: BLE001 - surfaced by the processing loop
+            log.error(
+                "could not open a partition",
+                extra={"fields": {"partition": tp.partition, "error": repr(error)}},
+            )
+            self._open_failed = error
+            return
+        try:
+            async with self._lock:
+                self._opening.pop(tp, None)
+                self._tasks[tp] = task
+                self._metrics.assigned_partitions.set(len(self._tasks))
+                self._consumer.resume(tp)
+        except asyncio.CancelledError:  # revoked while waiting for the lock
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task.producer.stop())
+            raise
+        log.info("partition ready", extra={"fields": {"partition": tp.partition}})
+
+    async def _cancel_opening(self, partitions: list[TopicPartition] | None = None) -> None:
+        """Stop opening `partitions` (all when None): they are no longer ours."""
+        chosen = list(self._opening) if partitions is None else partitions
+        for tp in chosen:
+            opening = self._opening.pop(tp, None)
+            if opening is not None:
+                opening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opening
 
     async def _open(self, tp: TopicPartition) -> PartitionTask:
         producer = await self._fenced_producer(tp)
+        try:
+            return await self._open_with(tp, producer)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(producer.stop())
+            raise
+
+    async def _open_with(self, tp: TopicPartition, producer: AIOKafkaProducer) -> PartitionTask:
         # Only now, with the previous owner fenced, is the committed offset final.
         committed = await self._consumer.committed(tp)
         if committed is None:
@@ -353,9 +424,19 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         return PartitionTask(
             tp=tp,
             pipeline=pipeline,
+            partitioner=await self._partitioner(tp, producer),
             producer=producer,
             committed_offset=committed,
             next_offset=committed,
+        )
+
+    async def _partitioner(
+        self, tp: TopicPartition, producer: AIOKafkaProducer
+    ) -> EventPartitioner:
+        raw_partitions = self._consumer.partitions_for_topic(tp.topic)
+        events_partitions = await producer.partitions_for(self._events)
+        return EventPartitioner(
+            tp.partition, len(raw_partitions) if raw_partitions else None, len(events_partitions)
         )
 
     async def _fenced_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
@@ -405,28 +486,22 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _restore(self, tp: TopicPartition, pipeline: PartitionPipeline, until: int) -> None:
         """Re-read the raw records that shape the state at `until` and replay them."""
         started = time.perf_counter()
-        restorer = self._restorer
-        restorer.assign([tp])
-        beginning = (await restorer.beginning_offsets([tp]))[tp]
-        replayed = 0
-        if until > beginning:
-            restorer.seek(tp, until - 1)
-            last = await restorer.getone()
-            since_ms = last.timestamp - pipeline.replay_span_ms
-            found = await restorer.offsets_for_times({tp: since_ms})
-            start = found[tp].offset if found.get(tp) is not None else beginning
-            restorer.seek(tp, start)
-            position = start
-            while position < until:
-                batches = await restorer.getmany(tp, timeout_ms=1000, max_records=10_000)
-                for record in batches.get(tp, []):
-                    if record.offset >= until:
-                        break
-                    pipeline.process(record.value, record.offset, record.headers, record.timestamp)
-                    replayed += 1
-                pipeline.commit()
-                position = await restorer.position(tp)
-        restorer.assign([])
+        # A consumer of its own: partitions restore side by side, and one still restoring
+        # holds up no other.
+        restorer = AIOKafkaConsumer(
+            **self._settings.kafka.client_options(),
+            client_id=f"postback-processor-restore-{tp.partition}",
+            enable_auto_commit=False,
+            # If retention already deleted the start of the span, replay what is left.
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await restorer.start()
+        try:
+            restorer.assign([tp])
+            replayed = await self._replay(restorer, tp, pipeline, until)
+        finally:
+            await asyncio.shield(restorer.stop())
         elapsed = time.perf_counter() - started
         self._metrics.restore_seconds.observe(elapsed)
         self._metrics.restored_records.inc(replayed)
@@ -442,8 +517,39 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
             },
         )
 
+    async def _replay(
+        self,
+        restorer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        pipeline: PartitionPipeline,
+        until: int,
+    ) -> int:
+        """Feed the records before `until` that shape the state through `pipeline.restore`."""
+        beginning = (await restorer.beginning_offsets([tp]))[tp]
+        if until <= beginning:
+            return 0
+        restorer.seek(tp, until - 1)
+        last = await restorer.getone()
+        since_ms = last.timestamp - pipeline.replay_span_ms
+        found = await restorer.offsets_for_times({tp: since_ms})
+        start = found[tp].offset if found.get(tp) is not None else beginning
+        restorer.seek(tp, start)
+        position = start
+        replayed = 0
+        while position < until:
+            batches = await restorer.getmany(tp, timeout_ms=1000, max_records=10_000)
+            for record in batches.get(tp, []):
+                if record.offset >= until:
+                    break
+                pipeline.restore(record.value, record.offset, record.headers, record.timestamp)
+                replayed += 1
+            pipeline.commit()
+            position = await restorer.position(tp)
+        return replayed
+
     async def _shutdown(self) -> None:
         """Finish open transactions (or leave them to be aborted if fenced), leave the group."""
+        await self._cancel_opening()
         async with self._lock:
             if self._fenced is None:
                 with contextlib.suppress(ProcessorFenced):
@@ -455,7 +561,6 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         # Leaving the group lets the remaining instances take over at once. The revoke
         # callback runs again here and finds nothing left to commit.
         await self._consumer.stop()
-        await self._restorer.stop()
 
 
 def _ids(partitions: list[TopicPartition]) -> list[int]:

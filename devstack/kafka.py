@@ -106,8 +106,9 @@ def free_port() -> int:
         return port
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the JVM gets SIGTERM if its parent dies, even by kill -9."""
+def die_with_parent() -> None:
+    """For `preexec_fn`: the child (a JVM, a service) gets SIGTERM if its parent dies, even by
+    kill -9, so no broker or service outlives the test or benchmark that started it."""
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -235,7 +236,7 @@ class LocalKafka:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 # The death signal follows the forking thread, so only the main thread uses it.
-                preexec_fn=_die_with_parent if in_main_thread else None,
+                preexec_fn=die_with_parent if in_main_thread else None,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

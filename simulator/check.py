@@ -189,16 +189,21 @@ async def _read_to_end(
     tally: Counter[str],
     deadline: Deadline,
 ) -> None:
-    """Read every partition up to its end offset now (the last stable one: read_committed)."""
+    """Read every partition at least up to its end offset now (the last stable one:
+    read_committed).
+
+    Every record a fetch returns is counted, also one past that end: it was committed after
+    the end was taken, and the consumer's position has moved past it, so no later pass would
+    read it again.
+    """
     ends = await consumer.end_offsets(partitions)
     budget = Deadline(max(deadline.remaining(), MIN_PASS_S))
     pending = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
     while pending and not budget.expired:
         batches = await consumer.getmany(*pending, timeout_ms=200)
-        for tp, records in batches.items():
+        for records in batches.values():
             for record in records:
-                if record.offset < ends[tp]:
-                    _count(record.value, wanted, seen, tally)
+                _count(record.value, wanted, seen, tally)
         pending = [tp for tp in pending if await consumer.position(tp) < ends[tp]]
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from devstack.kafka import broker_or_configured
+from devstack.kafka import LocalKafka, broker_or_configured
 from tests.kafka_tools import ReadTopic, read_records
 
 
@@ -21,6 +21,14 @@ from tests.kafka_tools import ReadTopic, read_records
 def kafka_bootstrap() -> Iterator[str]:
     with broker_or_configured() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalKafka]:
+    """A broker of the test's own, which it may stop, kill and restart without disturbing the
+    rest of the suite. A module that uses it overrides `kafka_bootstrap` with its address."""
+    with LocalKafka() as broker:
+        yield broker
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ because the provider adds codes without notice and losing them would be worse th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -158,6 +159,7 @@ def lookup(origin: str, code: str, *, legacy: bool) -> CodeInfo | None:
     return BY_CODE.get(key)
 
 
+@functools.lru_cache(maxsize=4096)  # a handful of origin/code/text combinations recur
 def classify(origin: str, code: str, status_text: str | None, *, legacy: bool) -> Classification:
     """The meaning of one notification's code; never raises, unknown codes included.
 

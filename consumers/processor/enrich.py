@@ -16,11 +16,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final, cast
+from typing import Final, NamedTuple
 
 import phonenumbers
 
-from consumers.events.model import SCHEMA_VERSION, Event, NumberType
+from consumers.events.model import SCHEMA_VERSION, Event, NumberType, Status
 from consumers.processor.codes import classify
 from consumers.processor.identity import event_id
 from consumers.processor.parse import JsonValue, Notification
@@ -50,7 +50,7 @@ TEXT_FIELDS: Final = frozenset(
 )
 # v2 keys whose value is a list of one-key objects, and that key.
 LIST_FIELDS: Final = {"content": "file", "copy-to": "number"}
-_NOT_EXTRA: Final = frozenset({"origin", "code", *LIST_FIELDS})
+_KNOWN: Final = frozenset({"origin", "code", *LIST_FIELDS, *TEXT_FIELDS})
 
 
 class _WrongShape:
@@ -60,28 +60,21 @@ class _WrongShape:
 _WRONG: Final = _WrongShape()
 
 
-def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> dict[str, object]:
+def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> Event:
     """Build the event for one notification; never raises for any parsed notification.
 
     `digest` is the dedupe identity's digest (consumers.processor.identity); the event id is
     derived from it, so a redelivered notification gets the same event id.
     """
     fields = notification.fields
-    # One pass over the fields (this runs for every record, so no per-field function calls).
-    texts: dict[str, str] = {}
+    # Nearly always every known field is a string and none is unknown: a comprehension and
+    # two set operations tell (this runs for every record); otherwise one ordered pass.
+    texts: dict[str, str] = {
+        key: value for key, value in fields.items() if key in TEXT_FIELDS and type(value) is str
+    }
     extra: dict[str, object] = {}
-    for key, value in fields.items():
-        if key in TEXT_FIELDS:
-            if isinstance(value, str):
-                texts[key] = value
-                continue
-            as_text = _scalar_text(value)
-            if isinstance(as_text, str):
-                texts[key] = as_text
-            elif as_text is _WRONG:
-                extra[key] = value
-        elif key not in _NOT_EXTRA:
-            extra[key] = value
+    if len(texts) != len(fields.keys() & TEXT_FIELDS) or not fields.keys() <= _KNOWN:
+        texts, extra = _sorted_fields(fields)
     text = texts.get
 
     status_text = text("status")
@@ -146,7 +139,65 @@ def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> dict[str
         "lineage": {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset},
         "extra": extra,
     }
-    return cast("dict[str, object]", event)
+    return event
+
+
+class LegFacts(NamedTuple):
+    """What the delivery-latency join reads from an event, and nothing else."""
+
+    origin: str
+    tracking_id: str | None
+    status: Status
+    is_final: bool | None
+    postback_lag_ms: int | None
+
+
+def leg_facts(notification: Notification, received_at_ms: int | None) -> LegFacts:
+    """The event's `origin`, `tracking_id`, `status`, `is_final` and `postback_lag_ms`, as
+    `enrich` computes them, for a fraction of the cost: a state restore needs only these."""
+    fields = notification.fields
+    status_text = _text_of(fields.get("status"))
+    meaning = classify(
+        notification.origin,
+        notification.code,
+        status_text if status_text is not None else _text_of(fields.get("status-details")),
+        legacy=notification.input_format != "json_v2",
+    )
+    _, provider_ms = utc_timestamp(_text_of(fields.get("timestamp")))
+    _, received_ms = utc_from_epoch_ms(received_at_ms)
+    lag_ms = None if provider_ms is None or received_ms is None else received_ms - provider_ms
+    return LegFacts(
+        notification.origin,
+        _text_of(fields.get("tracking-id")),
+        meaning.status,
+        meaning.is_final,
+        lag_ms,
+    )
+
+
+def _text_of(value: JsonValue) -> str | None:
+    """A known field's value as the event holds it: text, or None if absent or not a scalar."""
+    as_text = _scalar_text(value)
+    return as_text if isinstance(as_text, str) else None
+
+
+def _sorted_fields(fields: Mapping[str, JsonValue]) -> tuple[dict[str, str], dict[str, object]]:
+    """(known fields as text, everything else for `extra`), both in the document's order.
+
+    A known field whose value is not a scalar is kept in `extra` under its v2 name.
+    """
+    texts: dict[str, str] = {}
+    extra: dict[str, object] = {}
+    for key, value in fields.items():
+        if key in TEXT_FIELDS:
+            as_text = _scalar_text(value)
+            if isinstance(as_text, str):
+                texts[key] = as_text
+            elif as_text is _WRONG:
+                extra[key] = value
+        elif key not in _KNOWN:
+            extra[key] = value
+    return texts, extra
 
 
 def _listed(fields: Mapping[str, JsonValue], name: str, extra: dict[str, object]) -> list[str]:

@@ -47,9 +47,8 @@ Contract (what the runtime may rely on)
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from itertools import islice
-from typing import Final
+from typing import Final, NamedTuple
 
 DEFAULT_MAX_AGE_MS: Final = 6 * 60 * 60 * 1000
 DEFAULT_MAX_ENTRIES: Final = 1_000_000
@@ -59,8 +58,7 @@ _NO_TIME: Final = -(1 << 63)
 _ENTRY_OBJECT_BYTES: Final = 112  # a 16-31 character tracking id str (80) and an int (32)
 
 
-@dataclass(frozen=True, slots=True)
-class Latency:
+class Latency(NamedTuple):
     """Delivery latency to put on the event of the notification just observed."""
 
     latency_ms: int

@@ -16,8 +16,7 @@ import functools
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Final, Literal, TypeAlias, get_args
+from typing import Final, Literal, NamedTuple, TypeAlias, get_args
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -63,8 +62,7 @@ class Unparseable(Exception):
         return f"{self.reason}: {self.detail}"
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
+class Notification(NamedTuple):
     """One parsed postback. Treat the mappings as read-only; they may share storage.
 
     `fields` uses v2 names (`tracking-id`, `operator-id`, ...), values as given: strings in
@@ -119,7 +117,8 @@ def _parse_json(body: bytes) -> Notification:
         raise Unparseable(_encoding_or(body, "invalid_json"), str(exc)) from None
     if not isinstance(document, dict):
         raise Unparseable("not_an_object", f"top-level JSON value is {type(document).__name__}")
-    if not _shallow_enough(document, MAX_DEPTH):
+    # A body with no more brackets than the limit cannot nest deeper: skip the walk.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and not _shallow_enough(document, MAX_DEPTH):
         raise Unparseable("invalid_json", f"nested deeper than {MAX_DEPTH} levels")
     fields: dict[str, JsonValue] = document
     for alias, name in _JSON_ALIASES.items():
@@ -207,7 +206,12 @@ def _parse_xml(body: bytes) -> Notification:
             # keeps the v2 name, the other keeps its own so neither value is lost.
             name = node.lower().replace("_", "-")
         part_name = _LIST_FIELDS.get(name)
-        value = _value(element, MAX_DEPTH) if part_name is None else _parts(element, part_name)
+        if part_name is not None:
+            value = _parts(element, part_name)
+        elif len(element):
+            value = _value(element, MAX_DEPTH)
+        else:  # a leaf, as nearly every field is: `_value` inlined
+            value = element.text or ""
         if name not in fields:
             owners[name] = node
             fields[name] = value

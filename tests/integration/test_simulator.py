@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import io
 import time
+from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
+from common.deadline import Deadline
 from common.kafka import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
-from simulator.check import CheckError, Expectation, check_events
+from simulator.check import CheckError, Expectation, _read_to_end, check_events
 from simulator.cli import OK, run
 from tests.integration.consumers.conftest import running_processor, with_processor_settings
 from tests.integration.ingest.conftest import running_edge
@@ -100,3 +105,41 @@ async def test_the_events_check_reports_missing_and_duplicated_events(
         await check_events(
             kafka, topics.events.name + ".typo", wanted, since_ms=since_ms, wait_s=0.0
         )
+
+
+async def test_the_events_check_counts_events_committed_while_it_reads(
+    base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event committed after the check took a partition's end offset, but fetched in the
+    same pass, is counted: the check's position has moved past it, so no later pass would."""
+    bootstrap, topic = base_env["KAFKA_BOOTSTRAP_SERVERS"], base_env["KAFKA_TOPIC_EVENTS"]
+    ids = [f"{n:032x}" for n in range(3)]
+    await ensure_topics(
+        KafkaSettings.from_environ(base_env),
+        TopicSettings.from_environ(base_env).all(),
+        create_missing=True,
+    )
+    await produce(
+        bootstrap, topic, [(b"k", orjson.dumps({"event_id": id_}), [], None) for id_ in ids]
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    try:
+        count = int(base_env["KAFKA_TOPIC_PARTITIONS"])
+        partitions = [TopicPartition(topic, partition) for partition in range(count)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+
+        async def taken_before_the_last_commit(_: list[TopicPartition]) -> dict[Any, int]:
+            return {tp: max(0, end - 1) for tp, end in ends.items()}  # the last one is new
+
+        monkeypatch.setattr(consumer, "end_offsets", taken_before_the_last_commit)
+        wanted = Expectation(frozenset(ids), frozenset(), 0)
+        seen: Counter[str] = Counter()
+        await _read_to_end(consumer, partitions, wanted, seen, Counter(), Deadline(10))
+    finally:
+        await consumer.stop()
+    assert seen == Counter(ids)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
 
 from consumers import dlq
+from consumers.partitioning import default_partition
+from consumers.runtime import ProcessorRuntime
 from tests.integration.consumers.conftest import running_processor, wait_caught_up
 from tests.kafka_tools import produce, read_all_committed
 from tests.traffic import as_raw, delivery_reports, expected_event_ids, hours_ago_ms, realistic_mix
@@ -41,10 +45,13 @@ async def test_each_notification_becomes_exactly_one_event_and_bad_bodies_dead_l
         assert headers[dlq.REASON]
         assert headers[dlq.SOURCE_TOPIC] == processor_env["KAFKA_TOPIC_RAW"].encode()
         assert headers["request-id"].startswith(b"req-")  # the edge's headers are kept
+    partitions = int(processor_env["KAFKA_TOPIC_PARTITIONS"])
     for record in events:
         event = orjson.loads(record.value)
         if event["tracking_id"]:
             assert record.key == event["tracking_id"].encode()
+        # Where any producer's default partitioner puts the key, so a message stays in order.
+        assert record.partition == default_partition(record.key, partitions)
     dropped = registry.get_sample_value("postback_processor_duplicates_dropped_total")
     assert dropped == len(mix.bodies) - len(events) - len(letters)
 
@@ -115,3 +122,65 @@ async def test_delivery_latency_is_joined_in_either_arrival_order(
     assert late_sent["delivery_latency_ms"] == 500
     assert late_sent["delivery_latency_final_first"] is True
     assert by_id[("TRK00400000000", False)]["delivery_latency_ms"] is None
+
+
+async def test_a_slow_restore_holds_up_only_its_own_partition(
+    processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partitions are opened (fenced, restored) beside the processing loop, not inside the
+    rebalance callback: the others process while one partition's restore is still running,
+    and that one resumes exactly where it left off once restored."""
+    bootstrap, raw = processor_env["KAFKA_BOOTSTRAP_SERVERS"], processor_env["KAFKA_TOPIC_RAW"]
+    partitions = int(processor_env["KAFKA_TOPIC_PARTITIONS"])
+    before, after = delivery_reports(300, seed=11), delivery_reports(200, seed=12)
+    t0 = int(time.time() * 1000) - HOUR_MS
+    async with running_processor(processor_env):
+        await produce(bootstrap, raw, as_raw(before, t0))
+        await wait_caught_up(processor_env)
+
+    replay = ProcessorRuntime._replay
+    release = asyncio.Event()
+
+    async def held_replay(self: ProcessorRuntime, restorer: Any, tp: Any, *args: Any) -> int:
+        if tp.partition == 0:
+            await release.wait()
+        replayed: int = await replay(self, restorer, tp, *args)
+        return replayed
+
+    monkeypatch.setattr(ProcessorRuntime, "_replay", held_replay)
+    second = as_raw(before[::4] + after, t0 + 600_000)
+    elsewhere = sum(1 for key, *_ in second if default_partition(key, partitions) != 0)
+    async with running_processor(processor_env) as (_, registry):
+        await produce(bootstrap, raw, second)
+
+        def consumed() -> float:
+            return registry.get_sample_value("postback_processor_records_consumed_total") or 0
+
+        deadline = time.monotonic() + 30
+        while consumed() < elsewhere:
+            assert time.monotonic() < deadline, "the other partitions waited for partition 0"
+            await asyncio.sleep(0.05)
+        assert consumed() == elsewhere, "partition 0 was processed before its restore"
+        release.set()
+        await wait_caught_up(processor_env)
+        dropped = registry.get_sample_value("postback_processor_duplicates_dropped_total")
+        assert dropped == len(before[::4])
+    events = await read_all_committed(bootstrap, processor_env["KAFKA_TOPIC_EVENTS"])
+    ids = Counter(orjson.loads(record.value)["event_id"] for record in events)
+    assert set(ids) == expected_event_ids(before + after)
+    assert max(ids.values()) == 1
+
+
+async def test_a_partition_that_cannot_be_opened_stops_the_processor(
+    processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while restoring must not leave the partition silently idle (aiokafka drops
+    exceptions raised in rebalance callbacks): the processor stops with it, to be restarted."""
+
+    async def broken_replay(self: ProcessorRuntime, *args: Any) -> int:
+        raise RuntimeError("the restore broke")
+
+    monkeypatch.setattr(ProcessorRuntime, "_replay", broken_replay)
+    with pytest.raises(RuntimeError, match="the restore broke"):
+        async with running_processor(processor_env) as (running, _):
+            await asyncio.wait_for(asyncio.shield(running), timeout=30)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -37,13 +36,6 @@ pytestmark = pytest.mark.kafka
 # The outage is the scenario, not a stand-in for an event: long enough for every client to
 # lose its connections and for the group session (6 s in `processor_env`) to run out.
 DOWN_S = 5.0
-
-
-@pytest.fixture
-def own_broker() -> Iterator[LocalKafka]:
-    """A broker this test may stop and restart without disturbing the rest of the suite."""
-    with LocalKafka() as broker:
-        yield broker
 
 
 @pytest.fixture
@@ -141,32 +133,42 @@ async def test_outage_longer_than_the_producer_request_timeout_loses_and_repeats
     await assert_exactly_once(env, mix.event_ids, mix.malformed)
 
 
-def losing_the_nth_send(nth: int) -> type[AIOKafkaProducer]:
-    """A producer whose `nth` send (counted across instances) fails for good, unwritten: what
-    an outage longer than the request timeout does to the batches a producer held."""
-    sends = itertools.count(1)
+def losing_the_nth_write(nth: int) -> type[AIOKafkaProducer]:
+    """A producer whose `nth` write (a `send` or a `send_batch`, counted across instances)
+    fails for good, unwritten: what an outage longer than the request timeout does to the
+    batches a producer held."""
+    writes = itertools.count(1)
 
-    class LosesOneRecord(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    def lost() -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_exception(LeaderNotAvailableError())
+        return future
+
+    class LosesOneWrite(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
         async def send(self, topic: str, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-            if next(sends) == nth:
-                lost: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                lost.set_exception(LeaderNotAvailableError())
-                return lost
+            if next(writes) == nth:
+                return lost()
             sent: asyncio.Future[Any] = await super().send(topic, *args, **kwargs)
             return sent
 
-    return LosesOneRecord
+        async def send_batch(self, batch: Any, topic: str, **kwargs: Any) -> asyncio.Future[Any]:
+            if next(writes) == nth:
+                return lost()
+            sent: asyncio.Future[Any] = await super().send_batch(batch, topic, **kwargs)
+            return sent
+
+    return LosesOneWrite
 
 
 async def test_a_record_kafka_failed_to_write_is_written_again_never_committed_over(
     processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A record Kafka never wrote aborts its transaction: it is written again, not skipped.
+    """Records Kafka never wrote abort their transaction: they are written again, not skipped.
 
     aiokafka commits a transaction over a failed send, consumed offsets included; the
     processor must check every delivery itself before it commits.
     """
-    monkeypatch.setattr(runtime, "AIOKafkaProducer", losing_the_nth_send(1000))
+    monkeypatch.setattr(runtime, "AIOKafkaProducer", losing_the_nth_write(10))
     mix = realistic_mix(3_000, seed=25)
     async with running_processor(processor_env) as (running, registry):
         await produce(

@@ -232,6 +232,31 @@ def test_any_offset_timestamp_normalises_to_the_same_instant(moment: datetime, z
 
 
 @SETTINGS
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets),
+    st.integers(min_value=0, max_value=6),
+    st.booleans(),
+)
+def test_timestamps_in_the_provider_forms_read_as_fromisoformat_reads_them(
+    moment: datetime, fraction_digits: int, zulu: bool
+) -> None:
+    """Any fraction length (v2 sends six digits, v1 none, others three), Z or an offset: the
+    same instant as Python's own ISO-8601 reading of the text."""
+    text = moment.isoformat(timespec="seconds")[:19]
+    if fraction_digits:
+        text += "." + f"{moment.microsecond:06d}"[:fraction_digits]
+    offset = moment.isoformat()[-6:]
+    text += "Z" if zulu and offset == "+00:00" else offset
+    parsed = datetime.fromisoformat(text)
+    utc = parsed.astimezone(UTC)
+    epoch_ms = (utc - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+    assert utc_timestamp(text) == (
+        utc.strftime("%Y-%m-%dT%H:%M:%S.%f").rjust(26, "0") + "Z",
+        epoch_ms,
+    )
+
+
+@SETTINGS
 @given(st.text(max_size=40) | st.from_regex(r"\+?[0-9 ()-]{0,20}", fullmatch=True))
 def test_any_number_text_classifies(number: str) -> None:
     """Any sender or recipient text yields facts of the documented shapes, never an error."""

@@ -435,13 +435,16 @@ async def restore_pass(env: dict[str, str]) -> dict[str, float]:
         finally:
             stop.set()
             await running
-    seconds = sample_sum(registry, "postback_processor_restore_duration_seconds_sum")
+    # Partitions restore side by side, so their durations overlap: the figure is the wall
+    # time until every partition is open (fencing included), not the sum of durations.
+    partition_seconds = sample_sum(registry, "postback_processor_restore_duration_seconds_sum")
     records = sample_sum(registry, "postback_processor_restored_records_total")
     return {
         "records": records,
-        "seconds": seconds,
+        "seconds": wall,
         "wall_seconds_to_all_assigned": wall,
-        "records_per_s": records / seconds,
+        "summed_partition_seconds": partition_seconds,
+        "records_per_s": records / wall,
     }
 
 

@@ -2,13 +2,12 @@
 
 The postback endpoint is a plain ASGI callable: the provider sends one postback at a time over
 one connection, so whatever this code spends per request caps the provider's throughput.
-It reads the body within the answer deadline, hands the record to the publisher with what is
-left of that deadline, and answers; nothing else.
+It reads the body and waits for Kafka's acknowledgement within one answer deadline, and
+answers; nothing else.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 
@@ -18,13 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from common.deadline import Deadline
-from common.raw_record import DEFAULT_SOURCE
 from ingest.answers import Answers
+from ingest.deadlines import AnswerDeadlines
 from ingest.guards import RequestFacts
 from ingest.instruments import EdgeMetrics
 from ingest.outcomes import Outcome
-from ingest.paths import SOURCE_PATTERN
+from ingest.paths import INVALID_SOURCE, SOURCE_PATTERN
 from ingest.publisher import Publisher, PublishError
 from ingest.records import build_record
 
@@ -62,6 +60,12 @@ async def read_body(receive: Receive, limit: int) -> bytes | Outcome:
 
 
 class PostbackEndpoint:
+    """POST /postbacks[/{source}], for a request the guard let through.
+
+    Counts and logs every answer it gives, and claims the source label (ingest/instruments.py)
+    of every request that names an accepted source, whatever the answer.
+    """
+
     def __init__(
         self,
         *,
@@ -69,7 +73,7 @@ class PostbackEndpoint:
         answers: Answers,
         metrics: EdgeMetrics,
         state: EdgeState,
-        answer_deadline_s: float,
+        deadlines: AnswerDeadlines,
         max_body_bytes: int,
         sources: frozenset[str],
     ) -> None:
@@ -77,19 +81,18 @@ class PostbackEndpoint:
         self._answers = answers
         self._metrics = metrics
         self._state = state
-        self._answer_deadline_s = answer_deadline_s
+        self._deadlines = deadlines
         self._max_body_bytes = max_body_bytes
         self._sources = sources
         # A plain int the in-flight gauge reads at scrape time: no lock on the request path.
         self.in_flight = 0
         metrics.in_flight.set_function(lambda: self.in_flight)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Receive, send: Send, facts: RequestFacts, source: str
+    ) -> None:
         started = time.perf_counter()
         received_at_ms = time.time_ns() // 1_000_000
-        deadline = Deadline(self._answer_deadline_s)
-        facts: RequestFacts = scope["postback"]
-        source: str = scope["path_params"].get("source", DEFAULT_SOURCE)
         self.in_flight += 1
         detail = ""
         try:
@@ -97,37 +100,36 @@ class PostbackEndpoint:
                 self._sources and source not in self._sources
             ):
                 outcome = Outcome.NOT_FOUND
-                source = "invalid"
+                source = INVALID_SOURCE
             elif not self._state.started:
                 outcome = Outcome.NOT_READY
             else:
-                outcome, detail = await self._accept(
-                    facts, source, receive, deadline, received_at_ms
-                )
+                outcome, detail = await self._accept(facts, source, receive, received_at_ms)
             await self._answers.send(send, outcome)
         finally:
             self.in_flight -= 1
         self._metrics.request_seconds.observe(time.perf_counter() - started)
         if outcome.refused:
             self._answers.record(
-                outcome, source, client=facts.client, request_id=facts.request_id, detail=detail
+                outcome,
+                source,
+                claim=True,
+                client=facts.client,
+                request_id=facts.request_id,
+                detail=detail,
             )
         else:
-            self._metrics.answered(source, outcome)
+            self._metrics.answered(source, outcome, claim=True)
 
     async def _accept(
-        self,
-        facts: RequestFacts,
-        source: str,
-        receive: Receive,
-        deadline: Deadline,
-        received_at_ms: int,
+        self, facts: RequestFacts, source: str, receive: Receive, received_at_ms: int
     ) -> tuple[Outcome, str]:
         waiting_for = Outcome.BODY_TIMEOUT
+        deadline = self._deadlines.start()
         try:
-            # One timer for the whole answer: reading the body and Kafka's acknowledgement
+            # One deadline for the whole answer: reading the body and Kafka's acknowledgement
             # draw from the same budget.
-            async with asyncio.timeout(deadline.remaining()):
+            with deadline:
                 body = await read_body(receive, self._max_body_bytes)
                 if isinstance(body, Outcome):
                     return body, ""
@@ -145,7 +147,7 @@ class PostbackEndpoint:
                 produce_started = time.perf_counter()
                 await self._publisher.publish(record)
         except TimeoutError:
-            return waiting_for, f"deadline {self._answer_deadline_s} s"
+            return waiting_for, f"deadline {self._deadlines.budget_s} s"
         except PublishError as error:
             return Outcome.KAFKA_ERROR, str(error)
         self._metrics.produce_seconds.observe(time.perf_counter() - produce_started)

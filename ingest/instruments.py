@@ -1,55 +1,96 @@
 """Every metric the edge exports, declared against an injected registry.
 
-Label children are cached here so the request path pays a dict lookup, not a label
-resolution, per observation. The `source` label comes from the URL, so it is bounded: after
-`max_sources` distinct values, new ones are counted as `other`.
+The per-request counters and histograms are plain integers that the event loop updates and a
+collector reads at scrape time: everything that touches them (requests and the /metrics
+endpoint alike) runs on the one event loop thread, so they need none of prometheus_client's
+per-update locks, which cost more than the rest of the bookkeeping together. Gauges are read
+at scrape time by functions.
+
+The `source` label comes from the URL, so it is bounded twice. A source is *claimed* (becomes
+a label value of its own) only by a request that got past the allowlist and the credentials
+check and names a source the edge accepts (and every source in EDGE_SOURCES from the start);
+refusals of a source nobody claimed count as `other`, so a client that may not post cannot
+make up label values. And after `max_sources` claimed values, new ones count as `other` too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+from collections.abc import Callable, Collection, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from ingest.outcomes import Outcome
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 SIZE_BUCKETS = (256, 512, 1024, 2048, 4096, 16384, 65536, 262144, 1048576)
 OTHER_SOURCE = "other"
+# Labels the edge itself uses for answers that name no source: never claimed, never capped.
+FIXED_SOURCES = frozenset({OTHER_SOURCE, "invalid", "none"})
 
 
-class EdgeMetrics:
-    def __init__(self, registry: CollectorRegistry, *, max_sources: int = 100) -> None:
-        self.requests = Counter(
-            "postback_edge_requests",
-            "Postback requests answered, by URL source label and HTTP status.",
-            ["source", "status"],
-            registry=registry,
+class LoopHistogram:
+    """A Prometheus histogram updated from the event loop only (no lock)."""
+
+    __slots__ = ("_bounds", "_counts", "_sum", "documentation", "name")
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = tuple(float(bound) for bound in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # Prometheus buckets hold values up to and including their bound (`le`).
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative = 0
+        buckets = []
+        for bound, count in zip((*self._bounds, float("inf")), self._counts, strict=True):
+            cumulative += count
+            # The `le` text prometheus_client's own histograms export (untyped there).
+            buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
+        return HistogramMetricFamily(
+            self.name, self.documentation, buckets=buckets, sum_value=self._sum
         )
-        self.refusals = Counter(
-            "postback_edge_refusals",
-            "Postback requests not answered 200, by reason (see the runbook for each).",
-            ["reason"],
-            registry=registry,
-        )
-        self.request_seconds = Histogram(
+
+
+class EdgeMetrics(Collector):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        max_sources: int = 100,
+        sources: Collection[str] = (),
+    ) -> None:
+        self.request_seconds = LoopHistogram(
             "postback_edge_request_duration_seconds",
             "Time from request start to the answer, for postback requests.",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self.produce_seconds = Histogram(
+        self.produce_seconds = LoopHistogram(
             "postback_edge_produce_duration_seconds",
             "Time Kafka took to acknowledge a raw record (successful writes only).",
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self.body_bytes = Histogram(
+        self.body_bytes = LoopHistogram(
             "postback_edge_body_size_bytes",
             "Size of postback bodies received within the limit.",
-            buckets=SIZE_BUCKETS,
-            registry=registry,
+            SIZE_BUCKETS,
         )
+        # (source label, status) -> answers; reason -> refusals (every reason, from zero).
+        self._requests: dict[tuple[str, int], int] = {}
+        self._refusals = {outcome.reason: 0 for outcome in Outcome if outcome.refused}
+        self._max_sources = max_sources
+        self._claimed: set[str] = set(sorted(sources)[:max_sources])
+        registry.register(self)
+
         self.in_flight = Gauge(
             "postback_edge_requests_in_flight",
             "Postback requests being handled right now.",
@@ -76,12 +117,6 @@ class EdgeMetrics:
             "1 once shutdown began: readiness is false and in-flight requests are finishing.",
             registry=registry,
         )
-        self._max_sources = max_sources
-        self._source_labels: set[str] = set()
-        self._request_children: dict[tuple[str, int], Counter] = {}
-        self._refusal_children = {
-            outcome: self.refusals.labels(outcome.reason) for outcome in Outcome if outcome.refused
-        }
 
     def watch(
         self,
@@ -94,19 +129,45 @@ class EdgeMetrics:
         self.outage_seconds.set_function(outage_seconds)
         self.retry_budget_seconds.set_function(lambda: max(0.0, retry_horizon_s - outage_seconds()))
 
-    def source_label(self, source: str) -> str:
-        if source in self._source_labels:
+    def source_label(self, source: str, *, claim: bool = False) -> str:
+        """The label `source` is counted under; `claim` only for requests past the guard."""
+        if source in self._claimed or source in FIXED_SOURCES:
             return source
-        if len(self._source_labels) < self._max_sources:
-            self._source_labels.add(source)
+        if claim and len(self._claimed) < self._max_sources:
+            self._claimed.add(source)
             return source
         return OTHER_SOURCE
 
-    def answered(self, source: str, outcome: Outcome) -> None:
-        key = (self.source_label(source), outcome.status)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(key[0], str(key[1]))
-        child.inc()
+    def answered(self, source: str, outcome: Outcome, *, claim: bool = False) -> None:
+        """Count one answer (and its refusal reason): the only per-request counter update."""
+        key = (self.source_label(source, claim=claim), outcome.status)
+        self._requests[key] = self._requests.get(key, 0) + 1
         if outcome.refused:
-            self._refusal_children[outcome].inc()
+            self._refusals[outcome.reason] += 1
+
+    # prometheus_client's Collector: called by the registry at scrape time (and at register).
+    def describe(self) -> Iterator[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families()
+
+    def _families(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "postback_edge_requests",
+            "Postback requests answered, by URL source label and HTTP status.",
+            labels=["source", "status"],
+        )
+        for (source, status), count in sorted(self._requests.items()):
+            requests.add_metric([source, str(status)], count)
+        yield requests
+        refusals = CounterMetricFamily(
+            "postback_edge_refusals",
+            "Postback requests not answered 200, by reason (see the runbook for each).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(self._refusals.items()):
+            refusals.add_metric([reason], count)
+        yield refusals
+        for histogram in (self.request_seconds, self.produce_seconds, self.body_bytes):
+            yield histogram.family()

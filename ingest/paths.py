@@ -21,3 +21,17 @@ def source_label(path: str) -> str:
         return DEFAULT_SOURCE
     candidate = path[len(POSTBACK_PREFIX) + 1 :]
     return candidate if SOURCE_PATTERN.fullmatch(candidate) else INVALID_SOURCE
+
+
+def route_source(path: str) -> str | None:
+    """The `{source}` a postback route gives `path` (checked later), None if no route matches.
+
+    `/postbacks` is the default source; `/postbacks/x` is `x`; `/postbacks/`, `/postbacks/x/`
+    and `/postbacks/x/y` match no route (a trailing slash is not redirected: see app.py).
+    """
+    if path == POSTBACK_PREFIX:
+        return DEFAULT_SOURCE
+    candidate = path[len(POSTBACK_PREFIX) + 1 :]
+    if not candidate or "/" in candidate:
+        return None
+    return candidate

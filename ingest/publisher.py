@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError
 
 from common.kafka import KafkaSettings
+from common.partitioning import default_partition
 from common.startup import until_kafka_answers
 from common.topics import TopicSpec, ensure_topics
 from ingest.records import RawRecord
@@ -103,6 +104,9 @@ class KafkaPublisher:
         self._probe_interval_s = probe_interval_s
         self._producer: AIOKafkaProducer | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        # The topic's partition count as the producer's metadata last said (0: not known yet,
+        # then aiokafka picks the partition itself, the same way but slower).
+        self._partitions = 0
         self.health = KafkaHealth()
 
     @property
@@ -133,25 +137,31 @@ class KafkaPublisher:
                     await producer.stop()
                     raise
                 self._producer = producer
+        assert self._producer is not None  # until_kafka_answers returns only on success
+        # Kept up to date on every metadata refresh, so that a grown topic is used whole.
+        cluster = self._producer.client.cluster
+        cluster.add_listener(self._metadata_updated)
+        self._metadata_updated(cluster)
         self._probe_task = asyncio.create_task(self._probe_forever(), name="kafka-probe")
 
     async def publish(self, record: RawRecord) -> None:
         producer = self._producer
         if producer is None:
             raise PublishError("the Kafka producer is not started")
+        partitions = self._partitions
         try:
             delivery = await producer.send(
                 self._topic.name,
                 record.value,
                 key=record.key,
+                partition=default_partition(record.key, partitions) if partitions else None,
                 headers=record.headers,
                 timestamp_ms=record.timestamp_ms,
             )
-            # Wait on a relay, not on the delivery itself: a caller giving up (cancelling at
-            # its deadline) must not cancel the write, and a relay is cheaper than a shield.
-            acknowledged = asyncio.get_running_loop().create_future()
-            delivery.add_done_callback(functools.partial(_relay, acknowledged))
-            await acknowledged
+            # A caller giving up (cancelling at its deadline) cancels this record's future
+            # only, never the write: aiokafka sends the batch and resolves the other records'
+            # futures regardless (its documented behaviour for the future `send` returns).
+            await delivery
         except asyncio.CancelledError:
             self.health.failed()
             raise
@@ -159,6 +169,10 @@ class KafkaPublisher:
             self.health.failed()
             raise PublishError(f"{type(error).__name__}: {error}") from error
         self.health.succeeded()
+
+    def _metadata_updated(self, cluster: ClusterMetadata) -> None:
+        partitions = cluster.partitions_for_topic(self._topic.name)
+        self._partitions = len(partitions) if partitions else 0
 
     async def _probe_forever(self) -> None:
         """Notice an outage (and its end) while no postbacks arrive to tell us."""
@@ -193,14 +207,3 @@ class KafkaPublisher:
                 await producer.stop()
         except TimeoutError:
             log.error("Kafka producer did not flush within the drain time")
-
-
-def _relay(waiter: asyncio.Future[None], delivery: asyncio.Future[object]) -> None:
-    if waiter.done():
-        return  # the caller gave up already
-    if delivery.cancelled():
-        waiter.set_exception(PublishError("the write was cancelled"))
-    elif (error := delivery.exception()) is not None:
-        waiter.set_exception(error)
-    else:
-        waiter.set_result(None)

@@ -9,6 +9,8 @@ provider a retry, never a postback.
 
 from __future__ import annotations
 
+import gc
+import socket
 import time
 from types import FrameType
 
@@ -18,16 +20,42 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from common.logs import configure_logging
 from ingest.app import create_app, flush_timeout
 from ingest.handlers import EdgeState
+from ingest.protocol import HeadLimits, edge_protocol
 from ingest.publisher import KafkaPublisher
 from ingest.settings import EdgeSettings
 
+# A collection of the youngest generation scans every request in flight (its task, coroutines,
+# futures: about 35 objects each; 0.5 ms at 64 connections), and the default threshold (700
+# allocations) starts one every ~70 requests; full collections rescan all that start-up made.
+# Measured at 64 connections: 11 us per request, 4-5% of the edge's CPU. With start-up's
+# objects frozen and a threshold 14 times higher, a collection runs every ~1000 requests; the
+# cyclic garbage that waits meanwhile is a few thousand small objects.
+GC_THRESHOLDS = (10_000, 10, 10)
+
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, state: EdgeState, shutdown_delay_s: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        state: EdgeState,
+        shutdown_delay_s: float,
+        *,
+        tune_gc: bool = False,
+    ) -> None:
         super().__init__(config)
         self._state = state
         self._shutdown_delay_s = shutdown_delay_s
         self._exit_at: float | None = None
+        self._tune_gc = tune_gc
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._tune_gc and self.started:
+            # What start-up made (modules, the app, the Kafka client) lives as long as the
+            # process: kept out of every later collection instead of rescanned by each.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._state.draining or self._shutdown_delay_s <= 0:
@@ -45,9 +73,13 @@ class DrainingServer(uvicorn.Server):
 
 
 def build_server(
-    settings: EdgeSettings, registry: CollectorRegistry | None = None
+    settings: EdgeSettings, registry: CollectorRegistry | None = None, *, tune_gc: bool = False
 ) -> DrainingServer:
-    """The edge's server, ready to `run()` (a process) or `serve()` (inside a running loop)."""
+    """The edge's server, ready to `run()` (a process) or `serve()` (inside a running loop).
+
+    `tune_gc` (for a process of its own: the garbage collector is the process's) freezes what
+    start-up made and collects less often.
+    """
     # `_created` series double the output and nobody graphs them. Untyped in prometheus_client.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     state = EdgeState()
@@ -64,7 +96,12 @@ def build_server(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools with the head limits and the upgrade refusal uvicorn lacks (protocol.py).
+        http=edge_protocol(
+            app.answers, HeadLimits(settings.max_header_bytes, settings.header_timeout_s)
+        ),
+        # The edge serves no WebSockets: an upgrade request is refused like any other.
+        ws="none",
         lifespan="on",
         access_log=False,
         # Our guard resolves X-Forwarded-For against EDGE_TRUSTED_PROXIES; uvicorn would
@@ -77,11 +114,11 @@ def build_server(
             1, int(settings.drain_timeout_s - flush_timeout(settings.drain_timeout_s))
         ),
         limit_concurrency=settings.max_connections,
-        h11_max_incomplete_event_size=64 * 1024,
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # should h11 ever be used
     )
-    return DrainingServer(config, state, settings.shutdown_delay_s)
+    return DrainingServer(config, state, settings.shutdown_delay_s, tune_gc=tune_gc)
 
 
 def run(settings: EdgeSettings) -> None:
     configure_logging(settings.log_level)
-    build_server(settings).run()
+    build_server(settings, tune_gc=True).run()

@@ -21,6 +21,14 @@ class EdgeSettings:
     # retry instead of counting a timeout, and leaves room for the network on both sides.
     answer_deadline_s: float = 5.0
     max_body_bytes: int = 256 * 1024
+    # Request line and header fields together. httptools itself buffers heads of any size; the
+    # provider's are under 1 KiB, and proxies in front add a few hundred bytes.
+    max_header_bytes: int = 64 * 1024
+    # From a connection's start, or a request's first byte, to the end of its header fields;
+    # also how long the unread rest of an already answered request may take. The provider
+    # writes a whole request at once, so this only ever cuts off clients that stall on purpose
+    # or broke: each one holds one of `max_connections` until then.
+    header_timeout_s: float = 5.0
     allowed_networks: tuple[IPNetwork, ...] = ()
     trusted_proxies: tuple[IPNetwork, ...] = ()
     basic_auth_user: str | None = None
@@ -59,6 +67,11 @@ class EdgeSettings:
             raise SettingsError(
                 "EDGE_ANSWER_DEADLINE_SECONDS: must stay below the provider's 10 s timeout"
             )
+        header_timeout = env.number("EDGE_HEADER_TIMEOUT_SECONDS", 5.0, minimum=0.05)
+        if header_timeout >= 10:
+            raise SettingsError(
+                "EDGE_HEADER_TIMEOUT_SECONDS: must stay below the provider's 10 s timeout"
+            )
         return cls(
             kafka=KafkaSettings.from_environ(environ),
             topics=TopicSettings.from_environ(environ),
@@ -66,6 +79,8 @@ class EdgeSettings:
             port=env.integer("EDGE_PORT", 8080, minimum=0),
             answer_deadline_s=deadline,
             max_body_bytes=env.integer("EDGE_MAX_BODY_BYTES", 256 * 1024, minimum=1),
+            max_header_bytes=env.integer("EDGE_MAX_HEADER_BYTES", 64 * 1024, minimum=1024),
+            header_timeout_s=header_timeout,
             allowed_networks=env.networks("EDGE_ALLOWED_CIDRS", ("0.0.0.0/0", "::/0")),
             trusted_proxies=env.networks("EDGE_TRUSTED_PROXIES", ()),
             basic_auth_user=user,

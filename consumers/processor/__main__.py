@@ -1,7 +1,9 @@
 """`python -m consumers.processor`: the dedupe + enrichment service (settings: README).
 
-Exit status: 0 after a clean SIGTERM/SIGINT, 2 for invalid settings, 3 when another instance
-fenced this one (the orchestrator restarts it and it rejoins the group with fresh state).
+Exit status: 0 after a clean SIGTERM/SIGINT, 2 for invalid settings, 3 when fenced: another
+instance took a partition over, or a broker outage outlived the transaction timeout so the
+coordinator aborted the open transaction (either way the orchestrator restarts it and it rejoins
+the group with fresh state), 1 when a partition could not be opened (restored).
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ async def serve(settings: ProcessorSettings) -> int:
         log.info("processor running", extra={"fields": {"ops_port": ops.port}})
         await runtime.run(stop)
     except ProcessorFenced as error:
-        log.error("fenced by another instance; exiting to rejoin cleanly: %s", error)
+        # Either another instance owns the partition now, or an outage outlived the
+        # transaction timeout and the coordinator aborted (and fenced) the open transaction.
+        log.error(
+            "fenced (another instance took over, or a transaction outlived its timeout); "
+            "exiting to rejoin cleanly: %s",
+            error,
+        )
         return 3
     finally:
         await ops.stop()

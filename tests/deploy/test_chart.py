@@ -514,6 +514,8 @@ def test_helm_test_posts_to_the_edge_service() -> None:
         ("edge.replicas=3", "replicas"),
         ("kafka.securityProtocol=TLS", "securityProtocol"),
         ("edge.answerDeadlineSeconds=12", "answerDeadlineSeconds"),
+        ("edge.headerTimeoutSeconds=10", "headerTimeoutSeconds"),
+        ("edge.maxHeaderBytes=100", "maxHeaderBytes"),
         ("processor.dedupeWindowSeconds=600", "dedupeWindowSeconds"),
         ("edge.allowedCidrs[0]=everyone", "allowedCidrs"),
         ("kafka.bootstrapServers=kafka", "bootstrapServers"),

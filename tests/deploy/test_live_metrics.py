@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,12 +157,17 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
             await processor.stop()
 
 
-async def send_traffic(stack: Stack, between_waves: float = 0.0) -> None:
-    """Every sample postback through the edge, in two waves (so rates have a before)."""
+async def send_traffic(
+    stack: Stack, between_waves: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Every sample postback through the edge, in two waves (so rates have a before): the
+    second goes once `between_waves` (say, a scrape of the first wave's counts) is over."""
     valid, malformed = all_valid(), all_malformed()
     for kind, body in [valid[0], malformed[0]]:
         await stack.post(kind, body)
-    await asyncio.sleep(between_waves)
+    if between_waves is not None:
+        await wait_until_counted(stack, 1)
+        await between_waves()
     for kind, body in valid[1:] + malformed[1:]:
         await stack.post(kind, body)
     await wait_caught_up(stack.env, timeout=60)
@@ -273,7 +278,8 @@ async def test_rules_and_dashboard_name_only_exported_metrics(stack: Stack, scra
     """Every metric a rule or panel queries is one the services really export."""
     async with prometheus(stack, scraped) as server:
         await wait_for_scrapes(server, 1)
-        await send_traffic(stack, between_waves=1.5)
+        # Rates need a sample of each counter before the second wave, not just after it.
+        await send_traffic(stack, between_waves=lambda: wait_for_scrapes(server, 1))
         await wait_for_scrapes(server, 2)
         exported = await stack.exported()
         used = named_by_rules_and_dashboard()

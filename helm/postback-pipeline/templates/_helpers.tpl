@@ -127,6 +127,9 @@ the process to exit after its drain timeout. */}}
 {{- if gt (int .Values.edge.answerDeadlineSeconds) 9 }}
 {{- fail "edge.answerDeadlineSeconds: must stay below the provider's 10 s timeout" }}
 {{- end }}
+{{- if gt (int .Values.edge.headerTimeoutSeconds) 9 }}
+{{- fail "edge.headerTimeoutSeconds: must stay below the provider's 10 s timeout" }}
+{{- end }}
 {{- end }}
 
 {{/* Environment shared by every service: Kafka access, topics, logging. */}}
@@ -197,6 +200,10 @@ the process to exit after its drain timeout. */}}
   value: {{ $edge.answerDeadlineSeconds | quote }}
 - name: EDGE_MAX_BODY_BYTES
   value: {{ $edge.maxBodyBytes | int64 | quote }}
+- name: EDGE_MAX_HEADER_BYTES
+  value: {{ $edge.maxHeaderBytes | int64 | quote }}
+- name: EDGE_HEADER_TIMEOUT_SECONDS
+  value: {{ $edge.headerTimeoutSeconds | quote }}
 - name: EDGE_ALLOWED_CIDRS
   value: {{ join "," $edge.allowedCidrs | quote }}
 - name: EDGE_TRUSTED_PROXIES

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from common.partitioning import default_partition
 from consumers import dlq
-from consumers.partitioning import default_partition
 from consumers.runtime import ProcessorRuntime
 from tests.integration.consumers.conftest import running_processor, wait_caught_up
 from tests.kafka_tools import produce, read_all_committed

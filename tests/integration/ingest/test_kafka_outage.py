@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,13 +13,6 @@ from tests.integration.ingest.conftest import running_edge
 from tests.kafka_tools import read_records
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def own_broker() -> Iterator[LocalKafka]:
-    """A broker this test may stop and restart without disturbing the rest of the suite."""
-    with LocalKafka() as broker:
-        yield broker
 
 
 async def test_503_within_the_deadline_while_kafka_is_down_then_200_without_restart(

@@ -5,22 +5,14 @@ from __future__ import annotations
 import logging
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.partitioning import CHECK_EVERY, EventPartitioner, default_partition
+from common.partitioning import default_partition
+from consumers.partitioning import CHECK_EVERY, EventPartitioner
 
 keys = st.binary(min_size=1, max_size=64)
 counts = st.integers(min_value=1, max_value=64)
-
-
-@settings(max_examples=300, deadline=None)
-@given(keys, counts)
-def test_default_partition_is_the_producers_default_partitioner(key: bytes, count: int) -> None:
-    """The edge's producer (aiokafka's default partitioner) and ours agree on every key."""
-    partitions = list(range(count))
-    assert default_partition(key, count) == DefaultPartitioner()(key, partitions, partitions)
 
 
 @settings(max_examples=300, deadline=None)

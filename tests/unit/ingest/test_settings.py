@@ -13,10 +13,13 @@ MINIMAL = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
 
 
 def test_defaults_suit_the_provider() -> None:
-    """Out of the box: a 5 s deadline, 256 KiB bodies, everyone allowed, the three topics."""
+    """Out of the box: a 5 s deadline, 256 KiB bodies, 64 KiB heads in 5 s, everyone allowed,
+    the three topics."""
     settings = EdgeSettings.from_environ(MINIMAL)
     assert settings.answer_deadline_s == 5.0
     assert settings.max_body_bytes == 256 * 1024
+    assert settings.max_header_bytes == 64 * 1024
+    assert settings.header_timeout_s == 5.0
     assert settings.allowed_networks == (
         ipaddress.ip_network("0.0.0.0/0"),
         ipaddress.ip_network("::/0"),
@@ -37,6 +40,9 @@ def test_defaults_suit_the_provider() -> None:
         ("EDGE_MAX_BODY_BYTES", "lots"),
         ("EDGE_MAX_BODY_BYTES", "0"),
         ("EDGE_ANSWER_DEADLINE_SECONDS", "10"),
+        ("EDGE_HEADER_TIMEOUT_SECONDS", "10"),
+        ("EDGE_HEADER_TIMEOUT_SECONDS", "0"),
+        ("EDGE_MAX_HEADER_BYTES", "100"),
         ("EDGE_ALLOWED_CIDRS", "10.0.0.0/8,not-a-cidr"),
         ("EDGE_SOURCES", "mt,Bad Label"),
         ("KAFKA_SECURITY_PROTOCOL", "TLS"),

@@ -380,13 +380,14 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         try:
             async with self._lock:
-                self._opening.pop(tp, None)
+                if self._opening.get(tp) is not asyncio.current_task():
+                    raise asyncio.CancelledError  # revoked just as it finished opening
+                del self._opening[tp]
                 self._tasks[tp] = task
                 self._metrics.assigned_partitions.set(len(self._tasks))
                 self._consumer.resume(tp)
         except asyncio.CancelledError:  # revoked while waiting for the lock
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task.producer.stop())
+            await _stopped(task.producer)
             raise
         log.info("partition ready", extra={"fields": {"partition": tp.partition}})
 
@@ -405,8 +406,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             return await self._open_with(tp, producer)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(producer.stop())
+            await _stopped(producer)
             raise
 
     async def _open_with(self, tp: TopicPartition, producer: AIOKafkaProducer) -> PartitionTask:
@@ -468,10 +468,12 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
                     "could not initialise the transactional producer; retrying",
                     extra={"fields": {"partition": tp.partition, "error": repr(error)}},
                 )
-                with contextlib.suppress(Exception):
-                    await producer.stop()
+                await _stopped(producer)
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
+            except BaseException:  # cancelled: the partition was revoked, or we stop
+                await _stopped(producer)
+                raise
             return producer
 
     def _new_pipeline(self, tp: TopicPartition) -> PartitionPipeline:
@@ -496,12 +498,12 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
-        await restorer.start()
         try:
+            await restorer.start()
             restorer.assign([tp])
             replayed = await self._replay(restorer, tp, pipeline, until)
         finally:
-            await asyncio.shield(restorer.stop())
+            await _stopped(restorer)
         elapsed = time.perf_counter() - started
         self._metrics.restore_seconds.observe(elapsed)
         self._metrics.restored_records.inc(replayed)
@@ -561,6 +563,13 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         # Leaving the group lets the remaining instances take over at once. The revoke
         # callback runs again here and finds nothing left to commit.
         await self._consumer.stop()
+
+
+async def _stopped(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Stop a client; shielded, so that the stop completes even if the caller is cancelled
+    while waiting for it (the cancellation still reaches the caller)."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(client.stop())
 
 
 def _ids(partitions: list[TopicPartition]) -> list[int]:

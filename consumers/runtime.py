@@ -130,11 +130,6 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         """Partitions being processed (opened: fenced and restored)."""
         return sorted(tp.partition for tp in self._tasks)
 
-    @property
-    def opening(self) -> list[int]:
-        """Partitions assigned to this instance but still being fenced or restored."""
-        return sorted(tp.partition for tp in self._opening)
-
     async def start(self) -> None:
         topics = self._settings.topics
         async for attempt in until_kafka_answers(self._settings.kafka):
@@ -356,9 +351,8 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         """Open new partitions in the background, paused until they are ready.
 
-        aiokafka sends no heartbeats while this callback runs, and a restore can take longer
-        than the session timeout: done here, it would get the instance expelled from the
-        group and its partitions moved, to be restored again elsewhere.
+        Done here, one partition's restore would hold up every other partition, and an
+        exception would vanish: aiokafka logs and drops what a rebalance callback raises.
         """
         for tp in sorted(assigned):
             if tp not in self._tasks and tp not in self._opening:

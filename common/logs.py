@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from common.logthrottle import RepeatThrottle
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -32,9 +34,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Route every logger (ours, uvicorn's, aiokafka's) through one JSON handler on stdout."""
+    """Route every logger (ours, uvicorn's, aiokafka's) through one JSON handler on stdout,
+    with the Kafka client's repeated lines throttled (common/logthrottle.py)."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RepeatThrottle())  # the Kafka client's retry floods, once a minute
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -1,0 +1,1 @@
+"""What the tests and the benchmarks share: services as processes, fault drills, traffic."""

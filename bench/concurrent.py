@@ -65,7 +65,7 @@ import orjson
 from bench.report import save
 from devstack.kafka import broker_or_configured, free_port
 from simulator.mix import MixSpec, generate
-from tests.kafka_tools import topic_size
+from testkit.kafka_tools import topic_size
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = ROOT / "bench" / "results" / "concurrent.json"

@@ -80,8 +80,7 @@ from ingest.records import build_record
 from ingest.settings import EdgeSettings
 from simulator.connection import Connection, Target
 from simulator.mix import MixSpec, Postback, generate
-from tests.kafka_tools import produce
-from tests.traffic import RawRecord
+from testkit.kafka_tools import ProducerRecord, produce
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "end_to_end.json"
@@ -322,10 +321,10 @@ def traffic(count: int, seed: int, xml_share: float, malformed_share: float) -> 
     )
 
 
-def edge_records(postbacks: Sequence[Postback]) -> list[RawRecord]:
+def edge_records(postbacks: Sequence[Postback]) -> list[ProducerRecord]:
     """The raw records the edge would write for these postbacks, received up to now."""
     now_ms = int(time.time() * 1000)
-    records: list[RawRecord] = []
+    records: list[ProducerRecord] = []
     for n, postback in enumerate(postbacks):
         record = build_record(
             postback.body,

@@ -68,7 +68,7 @@ from bench.processor import PARTITIONS, bare_restore_rate, restore_pass
 from bench.report import save
 from bench.state_bench import window_bytes_per_key, window_speed
 from devstack.kafka import broker_or_configured
-from tests.kafka_tools import produce, topic_size
+from testkit.kafka_tools import produce, topic_size
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "memory.json"

@@ -33,7 +33,7 @@ What is measured, and against what
 
 Input: distinct notifications, 90% v2 JSON delivery reports (sent/final pairs) and 10% v1 XML
 (the repository's v1 samples with unique tracking ids), plus each malformed sample once, then
-10% provider retries (`tests.traffic.with_retries`, applied per block of 5,000 so generation
+10% provider retries (`testkit.traffic.with_retries`, applied per block of 5,000 so generation
 stays linear). Received-at is an hour ago, well inside retention and the dedupe window.
 Prints one JSON document; also writes bench/results/processor.json (gitignored).
 """
@@ -80,9 +80,9 @@ from consumers.processor.window import DedupeWindow
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
 from devstack.kafka import broker_or_configured
-from tests.kafka_tools import produce
-from tests.samples import all_malformed, all_valid
-from tests.traffic import RawRecord, as_raw, delivery_reports, hours_ago_ms, with_retries
+from testkit.kafka_tools import ProducerRecord, produce
+from testkit.samples import all_malformed, all_valid
+from testkit.traffic import as_raw, delivery_reports, hours_ago_ms, with_retries
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "processor.json"
@@ -150,7 +150,7 @@ async def create_topics(bootstrap: str, *names: str) -> None:
 class CommitWatcher:
     """A group's committed total on a topic, polled over one admin connection.
 
-    `tests.kafka_tools.committed_total` opens a client per call; at 20 polls a second that
+    `testkit.kafka_tools.committed_total` opens a client per call; at 20 polls a second that
     would take a noticeable share of the CPU the measured loop runs on.
     """
 
@@ -476,7 +476,7 @@ async def bare_restore_rate(bootstrap: str, raw: str) -> float:
 
 async def throughput(
     bootstrap: str,
-    records: list[RawRecord],
+    records: list[ProducerRecord],
     rounds: int,
     warm_up_s: float,
     watcher: CommitWatcher,
@@ -520,7 +520,7 @@ async def throughput(
     return result
 
 
-async def warm_up(bootstrap: str, records: list[RawRecord], watcher: CommitWatcher) -> None:
+async def warm_up(bootstrap: str, records: list[ProducerRecord], watcher: CommitWatcher) -> None:
     """Untimed passes of a bare loop and the processor over a small topic, so that no measured
     run pays for creating __consumer_offsets and __transaction_state or for first imports."""
     env = processor_env(bootstrap, "warmup")
@@ -538,7 +538,7 @@ async def warm_up(bootstrap: str, records: list[RawRecord], watcher: CommitWatch
 # -------------------------------------------------------------------------- pipeline alone
 
 
-def pipeline_alone(records: list[RawRecord], settings: ProcessorSettings) -> dict[str, float]:
+def pipeline_alone(records: list[ProducerRecord], settings: ProcessorSettings) -> dict[str, float]:
     """Per-record CPU of the processor's pipeline and of the bare dedupe, no Kafka at all."""
     pipeline = PartitionPipeline(
         "bench.raw",
@@ -605,7 +605,7 @@ async def commit_intervals(
     bootstrap: str,
     watcher: CommitWatcher,
     intervals: list[int],
-    burst: list[RawRecord],
+    burst: list[ProducerRecord],
     rate: float,
     seconds: float,
     rounds: int,

@@ -14,7 +14,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from devstack.kafka import LocalKafka, broker_or_configured
-from tests.kafka_tools import ReadTopic, read_records
+from testkit.kafka_tools import ReadTopic, read_records
 
 
 @pytest.fixture(scope="session")

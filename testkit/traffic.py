@@ -1,5 +1,5 @@
-"""Realistic raw-topic traffic for processor tests: distinct notifications, provider retries,
-malformed bodies, written the way the edge writes them."""
+"""Realistic raw-topic traffic for processor tests and benchmarks: distinct notifications,
+provider retries, malformed bodies, written the way the edge writes them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import orjson
 from consumers.processor.identity import Identity, event_id
 from consumers.processor.parse import Unparseable, parse
 from ingest.records import build_record
-from tests.samples import all_malformed, all_valid
+from testkit.samples import all_malformed, all_valid
 
-RawRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
+ProducerRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
 
 OPERATORS = [("0001470", "T-Mobile USA"), ("0001570", "Verizon"), ("0001140", "AT&T")]
 
@@ -62,9 +62,9 @@ def hours_ago_ms(hours: float) -> int:
     return int((time.time() - hours * 3600) * 1000)
 
 
-def as_raw(bodies: list[bytes], received_at_ms: int, step_ms: int = 1) -> list[RawRecord]:
+def as_raw(bodies: list[bytes], received_at_ms: int, step_ms: int = 1) -> list[ProducerRecord]:
     """Raw records as the edge writes them, received `step_ms` apart from `received_at_ms`."""
-    records: list[RawRecord] = []
+    records: list[ProducerRecord] = []
     for n, body in enumerate(bodies):
         record = build_record(
             body,

@@ -1,4 +1,5 @@
-"""Reading topics back in tests: what a test asserts about Kafka, it reads from Kafka."""
+"""Writing and reading topics for tests and benchmarks: what a test asserts about Kafka, it reads
+from Kafka."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 ReadTopic = Callable[..., Awaitable[list[ConsumerRecord[bytes, bytes]]]]
+# (key, value, headers, timestamp_ms): one record as `produce` writes it.
+ProducerRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
 
 
 async def read_records(
@@ -90,7 +93,7 @@ async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[
 async def produce(
     bootstrap: str,
     topic: str,
-    records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]],
+    records: list[ProducerRecord],
 ) -> None:
     """Write (key, value, headers, timestamp_ms) records, all acknowledged on return."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)

@@ -13,28 +13,26 @@ and (1/edge_rate - 1/ideal_rate) is the edge's own time per postback.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench import support
 from bench.http_client import post_serially
-from bench.processor import code_version, machine
-from bench.report import save
-from devstack.kafka import broker_or_configured, free_port
+from bench.stack import Stack
+from devstack.kafka import broker_or_configured
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "serial.json"
+
+@dataclass(frozen=True)
+class Options:
+    count: int = 3000  # postbacks per round
+    rounds: int = 3
 
 
 def postbacks(count: int, offset: int = 0) -> list[bytes]:
@@ -75,80 +73,45 @@ async def produce_rate(bootstrap: str, topic: str, bodies: list[bytes]) -> float
 
 def http_rate(port: int, bodies: list[bytes]) -> tuple[float, list[float]]:
     elapsed, latencies, statuses = asyncio.run(post_serially(port, bodies))
-    assert statuses == {200: len(bodies)}, statuses
+    if statuses != {200: len(bodies)}:
+        raise support.BenchError(f"not every answer was 200: {statuses}")
     return len(bodies) / elapsed, latencies
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} never answered")
-
-
-async def create_topic(bootstrap: str, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 6, 1)])
-    finally:
-        await admin.close()
-
-
-def run(count: int, rounds: int) -> dict[str, Any]:
-    with broker_or_configured() as bootstrap:
-        suffix = os.urandom(3).hex()
-        baseline_topic = f"bench.produce.{suffix}"
-        asyncio.run(create_topic(bootstrap, baseline_topic))
-        bare_port, edge_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "KAFKA_TOPIC_REPLICATION_FACTOR": "1",
-            "KAFKA_TOPIC_RAW": f"bench.raw.{suffix}",
-            "EDGE_PORT": str(edge_port),
-            "LOG_LEVEL": "WARNING",
-        }
-        bare = subprocess.Popen([sys.executable, "-m", "bench.bare_app", str(bare_port)], cwd=ROOT)
-        edge = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env)
-        try:
-            wait_http(f"http://127.0.0.1:{edge_port}/readyz", edge)
-            wait_http(f"http://127.0.0.1:{bare_port}/healthz", bare)
-            # Untimed: both servers' first requests, and a fresh broker's first thousands of
-            # produce requests (its JIT), which made round 1 the edge's best by far.
-            http_rate(bare_port, postbacks(200))
-            http_rate(edge_port, postbacks(count, offset=rounds * count))
-            asyncio.run(produce_rate(bootstrap, baseline_topic, postbacks(count)))
-            samples: dict[str, list[float]] = {"produce": [], "http": [], "edge": []}
-            edge_latencies: list[float] = []
-            for round_ in range(rounds):
-                bodies = postbacks(count, offset=round_ * count)
-                samples["produce"].append(
-                    asyncio.run(produce_rate(bootstrap, baseline_topic, bodies))
-                )
-                samples["http"].append(http_rate(bare_port, bodies)[0])
-                rate, latencies = http_rate(edge_port, bodies)
-                samples["edge"].append(rate)
-                edge_latencies.extend(latencies)
-        finally:
-            for process in (bare, edge):
-                process.terminate()
-                process.wait(30)
+def run(options: Options) -> dict[str, Any]:
+    count, rounds = options.count, options.rounds
+    report: dict[str, Any] = {
+        "benchmark": "B1 serial postbacks, one keep-alive connection",
+        "machine": support.machine(),
+        "code": support.code_version(),
+    }
+    with broker_or_configured() as bootstrap, Stack(bootstrap, "b1") as stack:
+        stack.start("edge")
+        stack.start("bare_app")
+        edge, bare = stack.ports["edge"], stack.ports["bare_app"]
+        topic = f"{stack.raw}.baseline"
+        asyncio.run(support.create_topics(bootstrap, topic))
+        # Untimed: both servers' first requests, and a fresh broker's first thousands of
+        # produce requests (its JIT), which made round 1 the edge's best by far.
+        http_rate(bare, postbacks(200))
+        http_rate(edge, postbacks(count, offset=rounds * count))
+        asyncio.run(produce_rate(bootstrap, topic, postbacks(count)))
+        samples: dict[str, list[float]] = {"produce": [], "http": [], "edge": []}
+        edge_latencies: list[float] = []
+        for round_ in range(rounds):
+            bodies = postbacks(count, offset=round_ * count)
+            samples["produce"].append(asyncio.run(produce_rate(bootstrap, topic, bodies)))
+            samples["http"].append(http_rate(bare, bodies)[0])
+            rate, latencies = http_rate(edge, bodies)
+            samples["edge"].append(rate)
+            edge_latencies.extend(latencies)
     medians = {name: statistics.median(values) for name, values in samples.items()}
     ideal = 1 / (1 / medians["produce"] + 1 / medians["http"])
     per_round_ratio = [
         e / (1 / (1 / p + 1 / h))
         for p, h, e in zip(samples["produce"], samples["http"], samples["edge"], strict=True)
     ]
-    edge_latencies.sort()
-    return {
-        "benchmark": "B1 serial postbacks, one keep-alive connection",
+    report |= {
         "count_per_round": count,
         "rounds": rounds,
         "rates_per_second": {name: [round(v) for v in values] for name, values in samples.items()},
@@ -157,25 +120,15 @@ def run(count: int, rounds: int) -> dict[str, Any]:
         "ratio_edge_to_ideal": round(medians["edge"] / ideal, 3),
         "ratio_per_round": [round(r, 3) for r in per_round_ratio],
         "edge_own_microseconds": round((1 / medians["edge"] - 1 / ideal) * 1e6, 1),
-        "edge_latency_ms": {
-            "p50": round(edge_latencies[len(edge_latencies) // 2] * 1000, 3),
-            "p99": round(edge_latencies[int(len(edge_latencies) * 0.99)] * 1000, 3),
-        },
-        "machine": {**machine(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "code": code_version(),
+        "edge_latency_ms": support.percentiles((s * 1000 for s in edge_latencies), digits=3),
     }
+    report["machine"]["load_average_at_end"] = support.load_average()
+    return report
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--count", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    report = run(args.count, args.rounds)
-    save(report, args.out)
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+def main(argv: list[str] | None = None) -> int:
+    return support.command("serial", Options, run, argv, __doc__)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

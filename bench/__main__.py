@@ -103,7 +103,7 @@ def _rate(value: float) -> str:
 
 def b1_rows(r: dict[str, Any]) -> list[Row]:
     med = r["median_rates"]
-    return [
+    rows = [
         Row(
             "B1",
             "serial postbacks/s, one keep-alive connection, durable acks",
@@ -123,6 +123,20 @@ def b1_rows(r: dict[str, Any]) -> list[Row]:
             None,
         ),
     ]
+    sim = r.get("simulator_client")  # absent from results written before it was measured
+    if sim is not None:
+        rows.append(
+            Row(
+                "B1",
+                "serial postbacks/s with the simulator's serial mode as the client",
+                _rate(med["edge_simulator"]),
+                f"{_rate(sim['ideal_rate'])} = 1/(1/produce + 1/http {med['http_simulator']:,})",
+                f"{sim['ratio_edge_to_ideal']:.2f}",
+                "",
+                None,
+            )
+        )
+    return rows
 
 
 def b2_rows(r: dict[str, Any]) -> list[Row]:

@@ -43,16 +43,18 @@ async def read_records(
     return records
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic` (none when it does not exist), from fresh metadata."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in cluster.partitions_for_topic(topic) or ()]
+
+
 async def topic_size(bootstrap: str, topic: str) -> int:
     """How many records a topic holds, from its offsets: instant, unlike reading it."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = [
-            TopicPartition(topic, partition)
-            for partition in cluster.partitions_for_topic(topic) or ()
-        ]
+        partitions = await _partitions(consumer, topic)
         assert partitions, f"topic {topic} does not exist"
         beginnings = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
@@ -68,11 +70,7 @@ async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[
     )
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = [
-            TopicPartition(topic, partition)
-            for partition in cluster.partitions_for_topic(topic) or ()
-        ]
+        partitions = await _partitions(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

@@ -45,8 +45,8 @@ from simulator.check import expectation
 from simulator.connection import Connection, Exchange, Target
 from simulator.delivery import Delivery, Policy, Run, deliver
 from simulator.mix import MixSpec, Postback, generate
+from testkit.kafka_tools import committed_total, read_all_committed, topic_size
 from testkit.services import Service
-from tests.kafka_tools import committed_total, read_all_committed, topic_size
 
 PROVIDER_ANSWER_TIMEOUT_S: Final = 10.0
 PARTITIONS: Final = 6

@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from devstack.cluster import LocalCluster
 from devstack.kafka import LocalKafka, broker_or_configured
-from tests.kafka_tools import ReadTopic, read_records
+from testkit.kafka_tools import ReadTopic, read_records
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,7 @@ def test_build_context_holds_what_is_copied_and_nothing_else() -> None:
         "tests/conftest.py",
         "ingest/__pycache__/app.cpython-311.pyc",
         "bench/serial.py",
+        "testkit/traffic.py",
     ):
         assert dockerignore_excludes(private), private
 

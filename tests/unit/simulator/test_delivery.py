@@ -10,7 +10,7 @@ import pytest
 from simulator.connection import Connection, Exchange, Target
 from simulator.delivery import Policy, Run, deliver
 from simulator.mix import JSON, Postback
-from tests.unit.simulator import HANG_UP, SILENT, ScriptedServer, gaps, in_turn
+from tests.unit.simulator.scripted_server import HANG_UP, SILENT, ScriptedServer, gaps, in_turn
 
 DELAY = 0.15  # retry delay in these tests: short, yet well above scheduling noise
 

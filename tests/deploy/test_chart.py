@@ -429,7 +429,7 @@ def test_managed_kafka_settings(
         mounted = {m["name"] for m in container["volumeMounts"]} - {"tmp"}
 
         assert kafka.security_protocol == protocol, name
-        assert kafka.sasl_mechanism == mechanism, name
+        assert (kafka.sasl_mechanism if kafka.uses_sasl else None) == mechanism, name
         assert mounted == mounts, name
         if mechanism:
             (password,) = [v for v in container["env"] if v["name"] == "KAFKA_SASL_PASSWORD"]

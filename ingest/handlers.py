@@ -25,6 +25,7 @@ from ingest.outcomes import Outcome
 from ingest.paths import INVALID_SOURCE, SOURCE_PATTERN
 from ingest.publisher import Publisher, PublishError
 from ingest.records import build_record
+from ingest.refusals import Refusals
 
 
 @dataclass(slots=True)
@@ -62,14 +63,16 @@ async def read_body(receive: Receive, limit: int) -> bytes | Outcome:
 class PostbackEndpoint:
     """POST /postbacks[/{source}], for a request the guard let through.
 
-    Counts and logs every answer it gives, and claims the source label (ingest/instruments.py)
-    of every request that names an accepted source, whatever the answer.
+    Counts every answer it gives (and records its refusals, ingest/refusals.py), and claims the
+    source label (ingest/instruments.py) of every request that names an accepted source,
+    whatever the answer.
     """
 
     def __init__(
         self,
         *,
         publisher: Publisher,
+        refusals: Refusals,
         answers: Answers,
         metrics: EdgeMetrics,
         state: EdgeState,
@@ -78,6 +81,7 @@ class PostbackEndpoint:
         sources: frozenset[str],
     ) -> None:
         self._publisher = publisher
+        self._refusals = refusals
         self._answers = answers
         self._metrics = metrics
         self._state = state
@@ -94,7 +98,7 @@ class PostbackEndpoint:
         started = time.perf_counter()
         received_at_ms = time.time_ns() // 1_000_000
         self.in_flight += 1
-        detail = ""
+        detail = None
         try:
             if not SOURCE_PATTERN.fullmatch(source) or (
                 self._sources and source not in self._sources
@@ -110,9 +114,10 @@ class PostbackEndpoint:
             self.in_flight -= 1
         self._metrics.request_seconds.observe(time.perf_counter() - started)
         if outcome.refused:
-            self._answers.record(
+            self._refusals.record(
                 outcome,
-                source,
+                scope,
+                source=source,
                 claim=True,
                 client=facts.client,
                 request_id=facts.request_id,
@@ -123,7 +128,7 @@ class PostbackEndpoint:
 
     async def _accept(
         self, facts: RequestFacts, source: str, receive: Receive, received_at_ms: int
-    ) -> tuple[Outcome, str]:
+    ) -> tuple[Outcome, str | None]:
         waiting_for = Outcome.BODY_TIMEOUT
         deadline = self._deadlines.start()
         try:
@@ -132,7 +137,7 @@ class PostbackEndpoint:
             with deadline:
                 body = await read_body(receive, self._max_body_bytes)
                 if isinstance(body, Outcome):
-                    return body, ""
+                    return body, None
                 self._metrics.body_bytes.observe(len(body))
                 record = build_record(
                     body,
@@ -151,7 +156,7 @@ class PostbackEndpoint:
         except PublishError as error:
             return Outcome.KAFKA_ERROR, str(error)
         self._metrics.produce_seconds.observe(time.perf_counter() - produce_started)
-        return Outcome.ACCEPTED, ""
+        return Outcome.ACCEPTED, None
 
 
 def _json(status: int, document: dict[str, object]) -> Response:

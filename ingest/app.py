@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ingest.answers import Answers
 from ingest.deadlines import AnswerDeadlines
 from ingest.guards import BasicAuth, PostbackGuard
-from ingest.handlers import EdgeState, MetricsEndpoint, PostbackEndpoint, Readiness, healthz
+from ingest.handlers import EdgeState, MetricsEndpoint, PostbackEndpoint, ReadinessEndpoint, healthz
 from ingest.instruments import EdgeMetrics
 from ingest.outcomes import Outcome
 from ingest.paths import is_postback_path, route_source
@@ -133,7 +133,7 @@ def create_app(
     others = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", Readiness(state, publisher).respond, methods=["GET"]),
+            Route("/readyz", ReadinessEndpoint(state, publisher).respond, methods=["GET"]),
             Route("/metrics", MetricsEndpoint(registry).respond, methods=["GET"]),
         ],
         exception_handlers={404: refused_route, 405: refused_route},

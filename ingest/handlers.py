@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from common.ops_http import json_response, metrics_response
 from ingest.answers import Answers
 from ingest.deadlines import AnswerDeadlines
 from ingest.guards import RequestFacts
@@ -159,18 +159,16 @@ class PostbackEndpoint:
         return Outcome.ACCEPTED, None
 
 
-def _json(status: int, document: dict[str, object]) -> Response:
-    return Response(orjson.dumps(document), status, media_type="application/json")
-
-
 def healthz(request: Request) -> Response:
     """Alive: the process answers. Kafka trouble is readiness, not liveness: restarting the
     edge would not bring Kafka back, and a live edge keeps answering 503 so the provider
     retries."""
-    return _json(200, {"status": "alive"})
+    return json_response(200, {"status": "alive"})
 
 
-class Readiness:
+class ReadinessEndpoint:
+    """GET /readyz: 200 while the edge should get postbacks (started, not draining, Kafka up)."""
+
     def __init__(self, state: EdgeState, publisher: Publisher) -> None:
         self._state = state
         self._publisher = publisher
@@ -178,7 +176,7 @@ class Readiness:
     async def respond(self, request: Request) -> Response:
         kafka_up = self._publisher.kafka_up
         ready = self._state.started and not self._state.draining and kafka_up
-        return _json(
+        return json_response(
             200 if ready else 503,
             {
                 "ready": ready,
@@ -195,4 +193,4 @@ class MetricsEndpoint:
         self._registry = registry
 
     async def respond(self, request: Request) -> Response:
-        return Response(generate_latest(self._registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(self._registry)

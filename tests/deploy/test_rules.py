@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ingest.outcomes import Outcome
 from tests.deploy.support import (
     REPO,
     dashboard,
@@ -110,6 +111,34 @@ def test_alert_labels_from_values_reach_every_alert() -> None:
     """Routing labels set once in values (team: messaging) are on every alert."""
     for rule in alerts(rule_groups("strimzi-mtls-values")):
         assert rule["labels"]["team"] == "messaging", rule["alert"]
+
+
+def alerted_reasons(rule: dict[str, Any]) -> set[str]:
+    """The refusal reasons an alert's expression selects (`reason=~"a|b"`)."""
+    (reasons,) = re.findall(r'reason=~"([a-z_|]+)"', rule["expr"])
+    return set(reasons.split("|"))
+
+
+def runbook_section(heading: str) -> str:
+    return RUNBOOK.read_text().split(f"### {heading}\n", 1)[1].split("\n#", 1)[0]
+
+
+def test_every_refusal_reason_is_alerted_on_or_documented_as_not() -> None:
+    """A refusal reason added to the edge is either in an alert (5xx: PostbackEdgeFailing; the
+    sender's side: PostbackEdgeRefusing, whose runbook section explains it) or named in the
+    runbook's "Refusals no alert names", never silently in neither."""
+    rules = {rule["alert"]: rule for rule in alerts(rule_groups())}
+    failing = alerted_reasons(rules["PostbackEdgeFailing"])
+    refusing = alerted_reasons(rules["PostbackEdgeRefusing"])
+    bullets = re.findall(r"^- (.*?):", runbook_section("Refusals no alert names"), re.MULTILINE)
+    unalerted = {reason for bullet in bullets for reason in re.findall(r"`(\w+)`", bullet)}
+
+    assert failing == {o.reason for o in Outcome if o.status == 503}
+    assert refusing == {o.reason for o in Outcome if 400 <= o.status < 500} - unalerted
+    assert failing | refusing | unalerted == {o.reason for o in Outcome if o.refused}
+    assert not (failing | refusing) & unalerted
+    for reason in refusing:
+        assert f"`{reason}`" in runbook_section("PostbackEdgeRefusing"), reason
 
 
 def test_retry_budget_alert_leaves_time_to_act() -> None:

@@ -112,6 +112,8 @@ def create_app(
             "edge ready",
             extra={"fields": {"topic": settings.topics.raw.name, "port": settings.port}},
         )
+        if settings.exposed_to_anyone:  # EDGE_ALLOW_ANY_SENDER=true said it is meant
+            log.warning("any address may post to this edge, without credentials")
         try:
             yield
         finally:

@@ -1,4 +1,11 @@
-"""The edge's settings: one frozen object, built once from the environment at start-up."""
+"""The edge's settings: one frozen object, built once from the environment at start-up.
+
+Secure by default where it faces the internet: with no allowlist (EDGE_ALLOWED_CIDRS defaults
+to every address, so that `make run` on loopback needs no configuration) and no Basic
+credentials, the edge starts only on a loopback address. Listening anywhere else that way would
+accept forged delivery reports from anyone, so it is refused unless EDGE_ALLOW_ANY_SENDER=true
+says it is meant.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ from common.env import (
     Secret,
     Settings,
     SettingsError,
+    flag,
     integer,
     items,
     log_level_setting,
@@ -61,6 +69,8 @@ class EdgeSettings(Settings):
     trusted_proxies: tuple[IPNetwork, ...] = setting("EDGE_TRUSTED_PROXIES", networks, ())
     basic_auth_user: str | None = setting("EDGE_BASIC_AUTH_USER", text, None)
     basic_auth_password: Secret | None = setting("EDGE_BASIC_AUTH_PASSWORD", secret, None)
+    # The operator's word that an edge anyone may post to, off loopback, is meant.
+    allow_any_sender: bool = setting("EDGE_ALLOW_ANY_SENDER", flag, False)
     # Empty: any source label matching SOURCE_PATTERN is accepted.
     sources: frozenset[str] = setting("EDGE_SOURCES", source_labels, frozenset())
     # The provider keeps one connection open for hours; this must outlast the idle timeout of
@@ -84,3 +94,31 @@ class EdgeSettings(Settings):
             raise SettingsError(
                 "EDGE_BASIC_AUTH_USER and EDGE_BASIC_AUTH_PASSWORD: set both, or neither"
             )
+        if self.exposed_to_anyone and not self.allow_any_sender:
+            raise SettingsError(
+                f"EDGE_HOST={self.host} is not loopback, and anyone could post: "
+                "EDGE_ALLOWED_CIDRS admits every address and EDGE_BASIC_AUTH_USER/"
+                "EDGE_BASIC_AUTH_PASSWORD are not set. Set EDGE_ALLOWED_CIDRS to the provider's "
+                "addresses, or the Basic credentials, or EDGE_ALLOW_ANY_SENDER=true to accept "
+                "postbacks from anyone"
+            )
+
+    @property
+    def exposed_to_anyone(self) -> bool:
+        """Every address may post, without credentials, to an edge beyond loopback."""
+        return (
+            self.basic_auth_user is None
+            and any(network.prefixlen == 0 for network in self.allowed_networks)
+            and not is_loopback(self.host)
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on `host` keeps the edge on this machine (a name other than
+    localhost may resolve to anything, so it does not count)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

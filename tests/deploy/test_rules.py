@@ -14,6 +14,7 @@ import yaml
 
 from ingest.outcomes import Outcome
 from tests.deploy.support import (
+    DEFAULTS,
     REPO,
     dashboard,
     dashboard_queries,
@@ -32,7 +33,7 @@ def alerts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
-@pytest.mark.parametrize("scenario", ["default", "strimzi-mtls-values"])
+@pytest.mark.parametrize("scenario", [DEFAULTS, "strimzi-mtls-values"])
 def test_promtool_accepts_the_rules(scenario: str, tmp_path: Path) -> None:
     """Prometheus loads the rendered rules: every expression and template parses."""
     rules = write_rule_file(tmp_path / "rules.yaml", rule_groups(scenario))
@@ -100,7 +101,7 @@ def test_alerts_link_their_runbook_section() -> None:
     anchors = {heading.lower() for heading in headings}  # how Markdown renderers anchor them
 
     for rule in alerts(
-        rule_groups("default", "--set", f"monitoring.prometheusRule.runbookUrl={url}")
+        rule_groups(DEFAULTS, "--set", f"monitoring.prometheusRule.runbookUrl={url}")
     ):
         link = rule["annotations"]["runbook_url"]
         assert link == f"{url}#{rule['alert'].lower()}"

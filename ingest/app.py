@@ -65,8 +65,9 @@ class Edge:
                     return
                 refusal = Outcome.METHOD_NOT_ALLOWED
             detail = None
-            if refusal is Outcome.BODY_TOO_LARGE:  # the guard read it in the declared length
-                detail = "content-length " + facts.headers[b"content-length"].decode("latin-1")
+            if refusal is Outcome.BODY_TOO_LARGE:  # refused for the length it declared
+                declared = facts.headers[b"content-length"].decode("latin-1")
+                detail = "content-length " + declared[:20]
             self._refusals.record(
                 refusal, scope, client=facts.client, request_id=facts.request_id, detail=detail
             )

@@ -19,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from common.env import Env, SettingsError
+from common.env import Settings, SettingsError, Variable, flag, integer, section, setting, text
 from common.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -58,47 +58,60 @@ class TopicSpec:
         )
 
 
+PARTITIONS = Variable("KAFKA_TOPIC_PARTITIONS", integer(minimum=1), 6)
+REPLICATION_FACTOR = Variable("KAFKA_TOPIC_REPLICATION_FACTOR", integer(minimum=1), 3)
+
+
+def min_insync_replicas_setting(environ: Mapping[str, str]) -> int:
+    """KAFKA_TOPIC_MIN_INSYNC_REPLICAS; by default 2 with three replicas or more, else 1.
+
+    Two of three: acknowledged writes survive a broker, and writes go on with one broker down.
+    With fewer replicas, 2 would refuse every write while one broker is down.
+    """
+    replication = REPLICATION_FACTOR.read(environ)
+    value = Variable(
+        "KAFKA_TOPIC_MIN_INSYNC_REPLICAS", integer(minimum=1), 2 if replication >= 3 else 1
+    ).read(environ)
+    if value > replication:
+        raise SettingsError(
+            f"KAFKA_TOPIC_MIN_INSYNC_REPLICAS: {value} is more than the replication factor "
+            f"({replication}); no write could ever be acknowledged"
+        )
+    return value
+
+
+def topic(kind: str, name: str, *, retention_days: int) -> Callable[[Mapping[str, str]], TopicSpec]:
+    """How one topic's spec is read: KAFKA_TOPIC_<KIND>, ..._PARTITIONS, ..._RETENTION_MS.
+
+    A topic's partitions default to KAFKA_TOPIC_PARTITIONS; all share one replication factor.
+    """
+    upper = kind.upper()
+    topic_name = Variable(f"KAFKA_TOPIC_{upper}", text, name)
+    retention_ms = Variable(
+        f"KAFKA_TOPIC_{upper}_RETENTION_MS", integer(minimum=-1), retention_days * DAY_MS
+    )
+
+    def read(environ: Mapping[str, str]) -> TopicSpec:
+        partitions = Variable(
+            f"KAFKA_TOPIC_{upper}_PARTITIONS", integer(minimum=1), PARTITIONS.read(environ)
+        )
+        return TopicSpec(
+            name=topic_name.read(environ),
+            partitions=partitions.read(environ),
+            replication_factor=REPLICATION_FACTOR.read(environ),
+            min_insync_replicas=min_insync_replicas_setting(environ),
+            retention_ms=retention_ms.read(environ),
+        )
+
+    return read
+
+
 @dataclass(frozen=True, slots=True)
-class TopicSettings:
-    raw: TopicSpec
-    events: TopicSpec
-    dlq: TopicSpec
-    create_missing: bool = True
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> TopicSettings:
-        env = Env(environ)
-        partitions = env.integer("KAFKA_TOPIC_PARTITIONS", 6, minimum=1)
-        replication = env.integer("KAFKA_TOPIC_REPLICATION_FACTOR", 3, minimum=1)
-        # Two of three replicas: acknowledged writes survive a broker, writes go on with one
-        # broker down. With fewer replicas, 2 would refuse every write while one is down.
-        min_insync = env.integer(
-            "KAFKA_TOPIC_MIN_INSYNC_REPLICAS", 2 if replication >= 3 else 1, minimum=1
-        )
-        if min_insync > replication:
-            raise SettingsError(
-                f"KAFKA_TOPIC_MIN_INSYNC_REPLICAS: {min_insync} is more than the replication "
-                f"factor ({replication}); no write could ever be acknowledged"
-            )
-
-        def spec(kind: str, default_name: str, default_days: int) -> TopicSpec:
-            upper = kind.upper()
-            return TopicSpec(
-                name=env.text(f"KAFKA_TOPIC_{upper}", default_name),
-                partitions=env.integer(f"KAFKA_TOPIC_{upper}_PARTITIONS", partitions, minimum=1),
-                replication_factor=replication,
-                min_insync_replicas=min_insync,
-                retention_ms=env.integer(
-                    f"KAFKA_TOPIC_{upper}_RETENTION_MS", default_days * DAY_MS, minimum=-1
-                ),
-            )
-
-        return cls(
-            raw=spec("raw", "postbacks.raw", 7),
-            events=spec("events", "postbacks.events", 7),
-            dlq=spec("dlq", "postbacks.dlq", 30),
-            create_missing=env.flag("KAFKA_CREATE_TOPICS", True),
-        )
+class TopicSettings(Settings):
+    raw: TopicSpec = section(topic("raw", "postbacks.raw", retention_days=7))
+    events: TopicSpec = section(topic("events", "postbacks.events", retention_days=7))
+    dlq: TopicSpec = section(topic("dlq", "postbacks.dlq", retention_days=30))
+    create_missing: bool = setting("KAFKA_CREATE_TOPICS", flag, True)
 
     def all(self) -> tuple[TopicSpec, ...]:
         return (self.raw, self.events, self.dlq)

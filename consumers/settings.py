@@ -33,6 +33,11 @@ class ProcessorSettings(Settings):
     )
     commit_interval_ms: int = setting("PROCESSOR_COMMIT_INTERVAL_MS", integer(minimum=1), 100)
     commit_max_records: int = setting("PROCESSOR_COMMIT_MAX_RECORDS", integer(minimum=1), 5000)
+    # The coordinator aborts (and fences) a transaction left open longer than this: the most
+    # a crashed instance's open transaction holds up read_committed readers of its partitions.
+    transaction_timeout_ms: int = setting(
+        "PROCESSOR_TRANSACTION_TIMEOUT_MS", integer(minimum=1000), 60_000
+    )
     dedupe_window_ms: int = setting(
         "DEDUPE_WINDOW_SECONDS", seconds_as_ms(minimum=1801), 6 * HOUR_MS
     )

@@ -11,7 +11,7 @@ runtime feeds records in and writes outcomes out.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import orjson
 
@@ -23,6 +23,9 @@ from consumers.processor.latency import Latency, LatencyJoin
 from consumers.processor.parse import Unparseable, parse
 from consumers.processor.rawmeta import RawMeta
 from consumers.processor.window import DedupeWindow
+
+if TYPE_CHECKING:  # settings read Kafka's admin types; the pipeline imports no Kafka client
+    from consumers.settings import ProcessorSettings
 
 # Events of the sending side carry a delivery-latency leg; inbound (MO) ones never do.
 MT_ORIGINS: Final = frozenset({"SMS_MT", "MMS_MT"})
@@ -63,6 +66,19 @@ def _header_int(value: bytes | None) -> int | None:
 
 
 class PartitionPipeline:
+    @classmethod
+    def from_settings(
+        cls, settings: ProcessorSettings, topic: str, partition: int
+    ) -> PartitionPipeline:
+        """The pipeline of one raw partition as the processor's settings configure it."""
+        return cls(
+            topic,
+            partition,
+            identity=Identity.from_fields(settings.identity_fields or None),
+            window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
+            latency=LatencyJoin(settings.latency_max_age_ms),
+        )
+
     def __init__(
         self,
         topic: str,

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumers.clients import KafkaClients
 from consumers.instruments import ProcessorMetrics
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
@@ -42,12 +43,16 @@ def with_processor_settings(base_env: dict[str, str]) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def running_processor(
-    env: dict[str, str],
+    env: dict[str, str], clients: type[KafkaClients] = KafkaClients
 ) -> AsyncIterator[tuple[asyncio.Task[None], CollectorRegistry]]:
-    """The processor in this event loop; its task is exposed so a test can tell a crash."""
+    """The processor in this event loop; its task is exposed so a test can tell a crash.
+
+    `clients` is the factory of its Kafka clients: a test passes a subclass of KafkaClients
+    whose clients fail or stall on cue.
+    """
     settings = ProcessorSettings.from_environ(env)
     registry = CollectorRegistry()
-    runtime = ProcessorRuntime(settings, ProcessorMetrics(registry))
+    runtime = ProcessorRuntime(settings, ProcessorMetrics(registry), clients(settings))
     await runtime.start()
     stop = asyncio.Event()
     running = asyncio.create_task(runtime.run(stop))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from common.partitioning import default_partition
 from consumers import dlq
-from consumers.runtime import ProcessorRuntime
+from consumers.clients import KafkaClients
 from testkit.kafka_tools import produce, read_all_committed
 from testkit.traffic import (
     as_raw,
@@ -131,7 +131,7 @@ async def test_delivery_latency_is_joined_in_either_arrival_order(
 
 
 async def test_a_slow_restore_holds_up_only_its_own_partition(
-    processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    processor_env: dict[str, str],
 ) -> None:
     """Partitions are opened (fenced, restored) beside the processing loop, not inside the
     rebalance callback: the others process while one partition's restore is still running,
@@ -144,19 +144,24 @@ async def test_a_slow_restore_holds_up_only_its_own_partition(
         await produce(bootstrap, raw, as_raw(before, t0))
         await wait_caught_up(processor_env)
 
-    replay = ProcessorRuntime._replay
     release = asyncio.Event()
 
-    async def held_replay(self: ProcessorRuntime, restorer: Any, tp: Any, *args: Any) -> int:
-        if tp.partition == 0:
-            await release.wait()
-        replayed: int = await replay(self, restorer, tp, *args)
-        return replayed
+    class HeldRestore(KafkaClients):
+        def reader(self, name: str) -> AIOKafkaConsumer:
+            reader = super().reader(name)
+            if name == "restore-0":  # partition 0's restore waits until released
+                start = reader.start
 
-    monkeypatch.setattr(ProcessorRuntime, "_replay", held_replay)
+                async def held_start() -> None:
+                    await release.wait()
+                    await start()
+
+                reader.start = held_start
+            return reader
+
     second = as_raw(before[::4] + after, t0 + 600_000)
     elsewhere = sum(1 for key, *_ in second if default_partition(key, partitions) != 0)
-    async with running_processor(processor_env) as (_, registry):
+    async with running_processor(processor_env, HeldRestore) as (_, registry):
         await produce(bootstrap, raw, second)
 
         def consumed() -> float:
@@ -178,15 +183,15 @@ async def test_a_slow_restore_holds_up_only_its_own_partition(
 
 
 async def test_a_partition_that_cannot_be_opened_stops_the_processor(
-    processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    processor_env: dict[str, str],
 ) -> None:
     """A failure while restoring must not leave the partition silently idle (aiokafka drops
     exceptions raised in rebalance callbacks): the processor stops with it, to be restarted."""
 
-    async def broken_replay(self: ProcessorRuntime, *args: Any) -> int:
-        raise RuntimeError("the restore broke")
+    class BrokenRestore(KafkaClients):
+        def reader(self, name: str) -> AIOKafkaConsumer:
+            raise RuntimeError("the restore broke")
 
-    monkeypatch.setattr(ProcessorRuntime, "_replay", broken_replay)
     with pytest.raises(RuntimeError, match="the restore broke"):
-        async with running_processor(processor_env) as (running, _):
+        async with running_processor(processor_env, BrokenRestore) as (running, _):
             await asyncio.wait_for(asyncio.shield(running), timeout=30)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from common.env import Env
 from common.kafka import KafkaSettings
+from common.logs import FORMATS as LOG_FORMATS
 from common.topics import TopicSettings
 
 HOUR_MS = 60 * 60 * 1000
@@ -31,6 +32,7 @@ class ProcessorSettings:
     host: str = "127.0.0.1"
     port: int = 9101
     log_level: str = "INFO"
+    log_format: str = "json"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ProcessorSettings:
@@ -54,4 +56,5 @@ class ProcessorSettings:
             log_level=env.choice(
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
             ),
+            log_format=env.choice("LOG_FORMAT", "json", LOG_FORMATS),
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from common.env import Env, IPNetwork, Secret, SettingsError
 from common.kafka import KafkaSettings
+from common.logs import FORMATS as LOG_FORMATS
 from common.topics import TopicSettings
 from ingest.paths import SOURCE_PATTERN
 
@@ -48,6 +49,7 @@ class EdgeSettings:
     kafka_probe_interval_s: float = 5.0
     linger_ms: int = 0
     log_level: str = "INFO"
+    log_format: str = "json"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> EdgeSettings:
@@ -99,4 +101,5 @@ class EdgeSettings:
             log_level=env.choice(
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
             ),
+            log_format=env.choice("LOG_FORMAT", "json", LOG_FORMATS),
         )

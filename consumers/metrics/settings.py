@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from common.env import Env, SettingsError
 from common.kafka import KafkaSettings
+from common.logs import FORMATS as LOG_FORMATS
 from common.topics import TopicSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -29,6 +30,7 @@ class MetricsSettings:
     # happens from now on instead of replaying a week of history into its counters at once.
     auto_offset_reset: str = "latest"
     log_level: str = "INFO"
+    log_format: str = "json"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> MetricsSettings:
@@ -46,4 +48,5 @@ class MetricsSettings:
             top_countries=env.integer("METRICS_TOP_COUNTRIES", 100, minimum=0),
             auto_offset_reset=env.choice("METRICS_AUTO_OFFSET_RESET", "latest", OFFSET_RESETS),
             log_level=env.choice("LOG_LEVEL", "INFO", LOG_LEVELS),
+            log_format=env.choice("LOG_FORMAT", "json", LOG_FORMATS),
         )

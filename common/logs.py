@@ -108,18 +108,24 @@ class RepeatFilter(logging.Filter):
     """Lets the first of identical lines through, then at most one per `window_s`, which
     carries `repeated=N`: how many it held back since the last one shown.
 
-    Identical means the same logger, level and message template (before its arguments), so
-    "Unable connect to node with id 1: ..." every 100 ms is one line, then one a window.
+    Identical means the same logger, level, message and fields, so "Unable connect to node
+    with id 1: ..." every 100 ms is one line, then one a window, while "partition ready" for
+    partitions 0 to 5 is six.
     """
 
     def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._window_s = window_s
         self._clock = clock
-        self._seen: dict[tuple[str, int, object], tuple[float, int]] = {}
+        self._seen: dict[tuple[str, int, str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, record.levelno, record.msg)
+        key = (
+            record.name,
+            record.levelno,
+            record.getMessage(),
+            repr(getattr(record, "fields", None)),
+        )
         now = self._clock()
         shown_at, held = self._seen.get(key, (None, 0))
         if shown_at is not None and now - shown_at < self._window_s:

@@ -127,7 +127,7 @@ def test_colour_only_for_a_terminal_that_wants_it(
 
 def test_a_flood_of_one_line_shows_once_then_once_a_window_with_a_count() -> None:
     """A client retrying every 100 ms prints one line, then one per window saying how many
-    it held back; different lines are not held back by each other."""
+    it held back; lines that differ in their text or fields are never held back."""
     now = [0.0]
     guard = RepeatFilter(window_s=30, clock=lambda: now[0])
 
@@ -141,6 +141,9 @@ def test_a_flood_of_one_line_shows_once_then_once_a_window_with_a_count() -> Non
         held += not shown(record("Unable connect to node with id %s", 1, name="aiokafka"))
     assert held == 50
     assert shown(record("another line", name="aiokafka"))
+    assert shown(record("Unable connect to node with id %s", 2, name="aiokafka"))
+    for partition in range(3):
+        assert shown(record("partition ready", fields={"partition": partition}))
     now[0] += 30
     late = record("Unable connect to node with id %s", 1, name="aiokafka")
     assert shown(late)

@@ -153,7 +153,7 @@ def settings_help(names: Iterable[str], readme: str | None = None) -> str:
     wanted = list(dict.fromkeys(names))
     covering = {name: _covering(rows, name) for name in wanted}
     chosen = [row for row in rows if row in covering.values()]
-    lines = ["settings (environment variables; README.md, 'Settings'):"]
+    lines = ["settings (environment variables, as documented in README.md):"]
     for row in chosen:
         default = row.default
         if default and not default.startswith("("):

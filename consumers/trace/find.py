@@ -175,7 +175,15 @@ async def _key_at(
     if record is None:
         journey.notes.append(f"no committed record at {topic}:{partition}:{offset}")
         return None
-    return _key_of(record)
+    if not journey.since_ms <= record.timestamp < journey.until_ms:
+        journey.notes.append(
+            f"{topic}:{partition}:{offset} was received outside the range: set --since and "
+            "--until around it to see it"
+        )
+    key = _key_of(record)
+    if key is None:
+        journey.notes.append(f"{topic}:{partition}:{offset} has no key: nothing links it to others")
+    return key
 
 
 async def _key_of_event(

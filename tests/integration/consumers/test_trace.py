@@ -288,3 +288,18 @@ async def test_the_command_prints_a_table_or_json_and_says_when_nothing_is_found
     assert status == 2
     assert out == ""
     assert len(err.strip().splitlines()) == 1
+
+
+async def test_raw_coordinates_outside_the_range_say_so(scenario: Scenario) -> None:
+    """A record named by its coordinates but received outside --since/--until is not silently
+    missing from the answer: the trace says where to look."""
+    found = await scenario.trace(Query(tracking_id=scenario.retried))
+    first = found.steps[0].attempt
+    at = (scenario.settings.topics.raw.name, first.partition, first.offset)
+
+    journey, _ = await run_trace(
+        scenario.settings, Query(raw=at), first.received_at_ms + 1, scenario.until_ms
+    )
+
+    assert journey.steps[0].attempt.offset != first.offset
+    assert any("was received outside the range" in note for note in journey.notes)

@@ -31,7 +31,8 @@ def test_dev_run_prints_readable_lines_then_the_commands_to_try_once_ready(
 ) -> None:
     """Service lines are `name │ time LEVEL message fields`, never JSON nor aiokafka's INFO
     narration; the banner comes once, after every service is ready, and its commands work:
-    the sample posts with 200 and the trace finds it. SIGINT stops everything with status 0."""
+    the sample posts with 200, tail prints as many records as asked, the trace finds it.
+    SIGINT stops everything with status 0."""
     run = uuid.uuid4().hex[:8]
     ports = {name: free_port() for name in ("EDGE", "PROCESSOR", "METRICS")}
     env = {
@@ -83,13 +84,24 @@ def test_dev_run_prints_readable_lines_then_the_commands_to_try_once_ready(
             assert "Joined group" not in text, line
             assert "Started server process" not in text, line
 
-        posted = httpx.post(
-            f"http://127.0.0.1:{ports['EDGE']}/postbacks/mt",
-            content=SAMPLE,
-            headers={"content-type": "application/json"},
-            timeout=10,
+        for _ in range(3):  # the sample, and two provider retries of it
+            posted = httpx.post(
+                f"http://127.0.0.1:{ports['EDGE']}/postbacks/mt",
+                content=SAMPLE,
+                headers={"content-type": "application/json"},
+                timeout=10,
+            )
+            assert posted.status_code == 200
+        topics = [env["KAFKA_TOPIC_RAW"], env["KAFKA_TOPIC_EVENTS"]]
+        tail = subprocess.run(
+            [SCRIPT, "dev", "tail", *topics, "--count", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
-        assert posted.status_code == 200
+        assert tail.returncode == 0, tail.stderr
+        assert len(tail.stdout.splitlines()) == 2
         trace = subprocess.run(
             [SCRIPT, "trace", SAMPLE_TRACKING_ID],
             env=env,

@@ -1,13 +1,15 @@
 """`postback-pipeline trace` (`python -m consumers.trace`): "where is my postback?"
 
 Exit status: 0 something was found, 1 nothing was (an unknown id, or the wrong range), 2 the
-arguments or settings are wrong, 3 Kafka could not answer (unreachable, no such topic).
+arguments or settings are wrong, 3 Kafka could not answer (unreachable, no such topic), 130
+interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import sys
@@ -35,6 +37,7 @@ FOUND: Final = 0
 NOTHING_FOUND: Final = 1
 USAGE: Final = 2
 KAFKA_FAILED: Final = 3
+INTERRUPTED: Final = 130
 # The raw topic's default retention: older records are gone anyway.
 DEFAULT_RANGE_MS: Final = 7 * 24 * 3600 * 1000
 EVENT_ID: Final = re.compile(r"[0-9a-f]{32}")
@@ -157,8 +160,13 @@ def main(
     if since_ms >= until_ms:
         print(f"{prog}: error: --since must come before --until", file=sys.stderr)
         return USAGE
+    # The client's own complaints (each failed connection) would come before the one line that
+    # says what failed; what the trace cannot recover from reaches it as an exception.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         journey, topics = asyncio.run(run_trace(settings, query, since_ms, until_ms))
+    except KeyboardInterrupt:
+        return INTERRUPTED
     except (KafkaError, OSError, TraceError) as error:
         print(
             f"{prog}: Kafka could not answer: {str(error) or type(error).__name__}", file=sys.stderr

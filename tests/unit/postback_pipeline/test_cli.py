@@ -144,3 +144,12 @@ def test_python_m_still_runs_the_modules() -> None:
     assert "KAFKA_BOOTSTRAP_SERVERS" in service.stderr
     assert tool.returncode == 0
     assert tool.stdout.startswith("usage: python -m consumers.trace")
+
+
+def test_a_trace_without_kafka_says_so_in_one_line() -> None:
+    """An unreachable cluster is status 3 and one line, not the client's retry chatter."""
+    result = run(str(SCRIPT), "trace", "T1", env={"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+
+    assert result.returncode == 3
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("postback-pipeline trace: Kafka could not answer:")

@@ -6,9 +6,9 @@ console formatter prints them as `key=value` after the message.
 
 `LOG_FORMAT=console` is for a person at a terminal (`make run` sets it for its services): it
 colours levels when the stream is a terminal (or `FORCE_COLOR` is set, as `make run` does for
-the services it pipes) unless `NO_COLOR` is set, quiets the Kafka client's and uvicorn's INFO
-chatter at level INFO, and folds a run of identical lines (a client retrying every 100 ms
-while a broker is down) into one line now and one with a count later.
+the services it pipes) unless `NO_COLOR` is set, and quiets the Kafka client's and uvicorn's
+INFO chatter at level INFO. In both formats the Kafka client's retry floods are throttled
+(common/logthrottle.py).
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any, Final
 
 import orjson
 
-FORMATS: Final = ("json", "console")
+from common.logthrottle import RepeatThrottle
+
 # Libraries whose INFO lines narrate their own workings (group joins, metadata updates, server
 # banners); at level INFO a console shows only their warnings and errors.
 CHATTY: Final = ("aiokafka", "uvicorn.error")
@@ -104,40 +105,6 @@ def _field_text(value: object) -> str:
     return text
 
 
-class RepeatFilter(logging.Filter):
-    """Lets the first of identical lines through, then at most one per `window_s`, which
-    carries `repeated=N`: how many it held back since the last one shown.
-
-    Identical means the same logger, level, message and fields, so "Unable connect to node
-    with id 1: ..." every 100 ms is one line, then one a window, while "partition ready" for
-    partitions 0 to 5 is six.
-    """
-
-    def __init__(self, window_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self._window_s = window_s
-        self._clock = clock
-        self._seen: dict[tuple[str, int, str, str], tuple[float, int]] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = (
-            record.name,
-            record.levelno,
-            record.getMessage(),
-            repr(getattr(record, "fields", None)),
-        )
-        now = self._clock()
-        shown_at, held = self._seen.get(key, (None, 0))
-        if shown_at is not None and now - shown_at < self._window_s:
-            self._seen[key] = (shown_at, held + 1)
-            return False
-        self._seen[key] = (now, 0)
-        if held:
-            fields = getattr(record, "fields", None)
-            record.fields = {**(fields if isinstance(fields, dict) else {}), "repeated": held}
-        return True
-
-
 def use_color(stream: IO[str], environ: Mapping[str, str]) -> bool:
     """Colour for a terminal: never with `NO_COLOR` (no-color.org), always with `FORCE_COLOR`
     (what `make run` sets for the services whose output it pipes to a terminal)."""
@@ -155,15 +122,16 @@ def configure_logging(
     stream: IO[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> None:
-    """Route every logger (ours, uvicorn's, aiokafka's) through one handler on stdout."""
+    """Route every logger (ours, uvicorn's, aiokafka's) through one handler on stdout, with
+    the Kafka client's repeated lines throttled (common/logthrottle.py)."""
     stream = sys.stdout if stream is None else stream
     handler = logging.StreamHandler(stream)
     if log_format == "console":
         color = use_color(stream, os.environ if environ is None else environ)
         handler.setFormatter(ConsoleFormatter(color=color))
-        handler.addFilter(RepeatFilter())
     else:
         handler.setFormatter(JsonFormatter())
+    handler.addFilter(RepeatThrottle())  # the Kafka client's retry floods, once a minute
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -2,59 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.env import Env
+from common.env import (
+    Settings,
+    integer,
+    items,
+    log_format_setting,
+    log_level_setting,
+    port_number,
+    seconds_as_ms,
+    section,
+    setting,
+    text,
+)
 from common.kafka import KafkaSettings
-from common.logs import FORMATS as LOG_FORMATS
 from common.topics import TopicSettings
 
 HOUR_MS = 60 * 60 * 1000
 
 
 @dataclass(frozen=True, slots=True)
-class ProcessorSettings:
-    kafka: KafkaSettings
-    topics: TopicSettings
-    group_id: str = "postback-processor"
+class ProcessorSettings(Settings):
+    kafka: KafkaSettings = section(KafkaSettings.from_environ)
+    topics: TopicSettings = section(TopicSettings.from_environ)
+    group_id: str = setting("PROCESSOR_GROUP_ID", text, "postback-processor")
     # Transactional ids are `<prefix>.<raw topic>.<partition>`: one per input partition, so a
     # new owner of a partition fences whoever held it before (see consumers/runtime.py).
-    transactional_id_prefix: str = "postback-processor"
-    commit_interval_ms: int = 100
-    commit_max_records: int = 5000
-    dedupe_window_ms: int = 6 * HOUR_MS
-    dedupe_max_keys: int = 2_000_000
-    identity_fields: tuple[str, ...] = ()
-    latency_max_age_ms: int = 6 * HOUR_MS
+    transactional_id_prefix: str = setting(
+        "PROCESSOR_TRANSACTIONAL_ID_PREFIX", text, "postback-processor"
+    )
+    commit_interval_ms: int = setting("PROCESSOR_COMMIT_INTERVAL_MS", integer(minimum=1), 100)
+    commit_max_records: int = setting("PROCESSOR_COMMIT_MAX_RECORDS", integer(minimum=1), 5000)
+    dedupe_window_ms: int = setting(
+        "DEDUPE_WINDOW_SECONDS", seconds_as_ms(minimum=1801), 6 * HOUR_MS
+    )
+    dedupe_max_keys: int = setting("DEDUPE_MAX_KEYS", integer(minimum=1), 2_000_000)
+    identity_fields: tuple[str, ...] = setting("DEDUPE_IDENTITY_FIELDS", items, ())
+    latency_max_age_ms: int = setting(
+        "LATENCY_MAX_AGE_SECONDS", seconds_as_ms(minimum=1), 6 * HOUR_MS
+    )
     # How soon the group notices a dead instance and moves its partitions.
-    session_timeout_ms: int = 10_000
-    host: str = "127.0.0.1"
-    port: int = 9101
-    log_level: str = "INFO"
-    log_format: str = "json"
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> ProcessorSettings:
-        env = Env(environ)
-        return cls(
-            kafka=KafkaSettings.from_environ(environ),
-            topics=TopicSettings.from_environ(environ),
-            group_id=env.text("PROCESSOR_GROUP_ID", "postback-processor"),
-            transactional_id_prefix=env.text(
-                "PROCESSOR_TRANSACTIONAL_ID_PREFIX", "postback-processor"
-            ),
-            commit_interval_ms=env.integer("PROCESSOR_COMMIT_INTERVAL_MS", 100, minimum=1),
-            commit_max_records=env.integer("PROCESSOR_COMMIT_MAX_RECORDS", 5000, minimum=1),
-            dedupe_window_ms=env.integer("DEDUPE_WINDOW_SECONDS", 6 * 3600, minimum=1801) * 1000,
-            dedupe_max_keys=env.integer("DEDUPE_MAX_KEYS", 2_000_000, minimum=1),
-            identity_fields=env.items("DEDUPE_IDENTITY_FIELDS"),
-            latency_max_age_ms=env.integer("LATENCY_MAX_AGE_SECONDS", 6 * 3600, minimum=1) * 1000,
-            session_timeout_ms=env.integer("PROCESSOR_SESSION_TIMEOUT_MS", 10_000, minimum=1000),
-            host=env.text("PROCESSOR_HOST", "127.0.0.1"),
-            port=env.integer("PROCESSOR_PORT", 9101, minimum=0),
-            log_level=env.choice(
-                "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-            ),
-            log_format=env.choice("LOG_FORMAT", "json", LOG_FORMATS),
-        )
+    session_timeout_ms: int = setting("PROCESSOR_SESSION_TIMEOUT_MS", integer(minimum=1000), 10_000)
+    host: str = setting("PROCESSOR_HOST", text, "127.0.0.1")
+    port: int = setting("PROCESSOR_PORT", port_number, 9101)
+    log_level: str = log_level_setting()
+    log_format: str = log_format_setting()

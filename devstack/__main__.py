@@ -27,7 +27,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from common.command_line import CommandParser, settings_help
-from common.env import Env, SettingsError
+from common.env import SettingsError, Variable, port_number
 from common.logs import use_color
 from common.topics import TopicSettings
 from devstack.console import Console, banner
@@ -53,10 +53,8 @@ STOP_TIMEOUT_S: Final = 30.0
 def _port(environ: Mapping[str, str], variable: str, preferred: int) -> int:
     """The port set in `variable`; else the preferred one when free, so README commands work
     as written; any free one else."""
-    configured = Env(environ).integer(variable, 0, minimum=0)
+    configured = Variable(variable, port_number, 0).read(environ)
     if configured:
-        if configured > 65535:
-            raise SettingsError(f"{variable}: must be at most 65535, got {configured}")
         return configured
     with socket.socket() as sock:
         try:

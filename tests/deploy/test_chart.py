@@ -22,6 +22,7 @@ from consumers.settings import ProcessorSettings
 from ingest.settings import EdgeSettings
 from tests.deploy.support import (
     CHART,
+    DEFAULTS,
     KUBE_VERSIONS,
     SCENARIOS,
     component,
@@ -96,7 +97,7 @@ def test_manifests_match_the_kubernetes_schemas(scenario: str, kube_version: str
 
 def test_schema_validation_catches_a_misplaced_field() -> None:
     """The validation above can fail: a typo'd field in a Deployment is reported."""
-    deployment = copy.deepcopy(deployments("default")["edge"])
+    deployment = copy.deepcopy(deployments(DEFAULTS)["edge"])
     deployment["spec"]["template"]["spec"]["containers"][0]["envv"] = []
 
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -205,7 +206,7 @@ def test_only_known_custom_resources(scenario: str) -> None:
         "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
         "Pod", "PodDisruptionBudget", "Service", "ServiceAccount",
     }  # fmt: skip
-    if scenario == "default":
+    if scenario == DEFAULTS:
         assert not kinds & CUSTOM_KINDS
 
 
@@ -425,7 +426,7 @@ def test_managed_kafka_settings(
         mounted = {m["name"] for m in container["volumeMounts"]} - {"tmp"}
 
         assert kafka.security_protocol == protocol, name
-        assert kafka.sasl_mechanism == mechanism, name
+        assert (kafka.sasl_mechanism if kafka.uses_sasl else None) == mechanism, name
         assert mounted == mounts, name
         if mechanism:
             (password,) = [v for v in container["env"] if v["name"] == "KAFKA_SASL_PASSWORD"]
@@ -520,7 +521,7 @@ def test_helm_test_posts_to_the_edge_service() -> None:
 )
 def test_values_schema_rejects_mistakes(setting: str, complaint: str) -> None:
     """A typo or an impossible value stops `helm install` and names the value."""
-    result = helm_template("--set", setting, check=False)
+    result = helm_template(*scenario_args(DEFAULTS), "--set", setting, check=False)
 
     assert result.returncode != 0
     assert complaint in result.stderr
@@ -541,15 +542,70 @@ def test_values_schema_rejects_mistakes(setting: str, complaint: str) -> None:
 )
 def test_inconsistent_values_fail_with_the_value_name(settings: list[str], complaint: str) -> None:
     """Settings that only fail together are caught at render time, not at 3 a.m."""
-    result = helm_template(*[arg for s in settings for arg in ("--set", s)], check=False)
+    args = [arg for setting in settings for arg in ("--set", setting)]
+    result = helm_template(*scenario_args(DEFAULTS), *args, check=False)
 
     assert result.returncode != 0
     assert complaint in result.stderr
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        [],
+        ['edge.allowedCidrs=["198.51.100.0/24", "0.0.0.0/0"]'],
+        ['edge.allowedCidrs=["::/0"]'],
+        ['edge.allowedCidrs=["198.51.100.7/0"]'],
+    ],
+    ids=["defaults", "the world among others", "every IPv6 address", "a /0 in disguise"],
+)
+def test_the_chart_does_not_render_an_edge_anyone_may_post_to(settings: list[str]) -> None:
+    """By default anyone could post forged delivery reports: the chart refuses to render, and
+    says the three ways out."""
+    result = helm_template(*[arg for s in settings for arg in ("--set-json", s)], check=False)
+
+    assert result.returncode != 0
+    assert "edge: anyone could post forged postbacks" in result.stderr
+    for value in (
+        "edge.allowedCidrs to the provider's addresses",
+        "edge.basicAuth.existingSecret",
+        "edge.allowAnySender=true",
+    ):
+        assert value in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "any_sender"),
+    [
+        ('edge.allowedCidrs=["198.51.100.0/24", "2001:db8::/32"]', False),
+        ('edge.basicAuth.existingSecret="postback-basic-auth"', False),
+        ("edge.allowAnySender=true", True),
+    ],
+    ids=["allowlist", "credentials", "explicit opt-in"],
+)
+def test_an_allowlist_credentials_or_an_opt_in_let_the_edge_render_and_start(
+    setting: str, any_sender: bool
+) -> None:
+    """Each of the three ways renders, and the edge starts with what the chart gives it;
+    EDGE_ALLOW_ANY_SENDER is set only by the opt-in, and without it the edge itself would
+    refuse the same open environment."""
+    result = helm_template("--set-json", setting)
+    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    (edge,) = [d for d in of_kind(manifests, "Deployment") if component(d) == "edge"]
+    env = env_of(edge["spec"]["template"]["spec"]["containers"][0])
+
+    EdgeSettings.from_environ(env)
+    assert ("EDGE_ALLOW_ANY_SENDER" in env) is any_sender
+    if any_sender:
+        assert env["EDGE_ALLOW_ANY_SENDER"] == "true"
+        del env["EDGE_ALLOW_ANY_SENDER"]
+        with pytest.raises(SettingsError, match="EDGE_ALLOW_ANY_SENDER=true"):
+            EdgeSettings.from_environ(env)
+
+
 def test_chart_refuses_kubernetes_without_the_sleep_hook() -> None:
     """The preStop sleep action needs Kubernetes 1.30; older clusters are refused up front."""
-    result = helm_template(kube_version="1.29.0", check=False)
+    result = helm_template(*scenario_args(DEFAULTS), kube_version="1.29.0", check=False)
 
     assert result.returncode != 0
     assert "kubeVersion" in result.stderr
@@ -574,13 +630,25 @@ def notes(tmp_path: Path, *settings: str) -> str:
     return rendered
 
 
-def test_notes_warn_about_idle_processors_and_an_open_allowlist(tmp_path: Path) -> None:
+def test_notes_warn_about_idle_processors_and_an_open_edge(tmp_path: Path) -> None:
     """After install, the notes say which processors will idle and that anyone may post."""
-    text = notes(tmp_path, "processor.replicaCount=8", "kafka.topics.raw.partitions=6")
+    text = notes(
+        tmp_path,
+        "processor.replicaCount=8",
+        "kafka.topics.raw.partitions=6",
+        "edge.allowAnySender=true",
+    )
 
     assert "2 processor(s) will sit idle" in text
-    assert "edge.allowedCidrs lets any address post" in text
+    assert "NOTE: edge.allowAnySender=true: any address may post, without credentials" in text
     assert "helm test pp" in text
+
+
+def test_notes_say_when_only_credentials_keep_others_out(tmp_path: Path) -> None:
+    """With Basic credentials and no allowlist, the notes suggest the provider's addresses."""
+    text = notes(tmp_path, "edge.basicAuth.existingSecret=postback-basic-auth")
+
+    assert "only the Basic credentials keep others out" in text
 
 
 def test_notes_stay_quiet_when_all_is_well(tmp_path: Path) -> None:

@@ -16,9 +16,12 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from common.env import SettingsError
+from ingest.settings import EdgeSettings
 from postback_pipeline.cli import BY_NAME
 from tests.deploy.support import REPO, dockerfile_args, dockerfile_stages, run, tool
 
@@ -152,6 +155,7 @@ def test_build_context_holds_what_is_copied_and_nothing_else() -> None:
         "tests/conftest.py",
         "ingest/__pycache__/app.cpython-311.pyc",
         "bench/serial.py",
+        "testkit/traffic.py",
     ):
         assert dockerignore_excludes(private), private
 
@@ -190,6 +194,17 @@ def test_services_listen_on_all_interfaces_in_the_container() -> None:
         assert f"{variable}=0.0.0.0" in env
     assert final_stage()["EXPOSE"] == ["8080 9101 9102"]
     assert "PYTHONDONTWRITEBYTECODE=1" in env, "the root filesystem is read-only at run time"
+
+
+def test_the_image_alone_starts_no_edge_anyone_may_post_to() -> None:
+    """Run with only a Kafka address, the image's edge (on 0.0.0.0) refuses to start until an
+    allowlist, Basic credentials or EDGE_ALLOW_ANY_SENDER=true says who may post."""
+    image_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(final_stage()["ENV"])))
+    environ = {**image_env, "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+
+    with pytest.raises(SettingsError, match="EDGE_ALLOW_ANY_SENDER=true"):
+        EdgeSettings.from_environ(environ)
+    EdgeSettings.from_environ({**environ, "EDGE_ALLOWED_CIDRS": "198.51.100.0/24"})
 
 
 def test_oci_labels_describe_the_image() -> None:

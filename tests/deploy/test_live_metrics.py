@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumers.metrics.service import MetricsService
 from consumers.metrics.settings import MetricsSettings
 from devstack.kafka import free_port
+from testkit.samples import all_malformed, all_valid, content_type
 from tests.deploy.support import (
     NAMESPACE,
     RELEASE,
@@ -42,7 +43,6 @@ from tests.deploy.support import (
 )
 from tests.integration.consumers.conftest import ProcessorProcess, wait_caught_up
 from tests.integration.ingest.conftest import RunningEdge, running_edge
-from tests.samples import all_malformed, all_valid, content_type
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio(loop_scope="module")]
 

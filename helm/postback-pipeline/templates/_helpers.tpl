@@ -99,8 +99,19 @@ the process to exit after its drain timeout. */}}
 {{- toJson (uniq $ports) }}
 {{- end }}
 
+{{/* "true" when edge.allowedCidrs admits every address (a /0 network), else empty. */}}
+{{- define "postback-pipeline.edgeAdmitsEveryAddress" -}}
+{{- range .Values.edge.allowedCidrs }}
+{{- if regexMatch "/0+$" (trim .) }}true{{ break }}{{ end }}
+{{- end }}
+{{- end }}
+
 {{/* Settings the schema cannot check alone. Fails the render with the value's name. */}}
 {{- define "postback-pipeline.validate" -}}
+{{- $edge := .Values.edge }}
+{{- if and (include "postback-pipeline.edgeAdmitsEveryAddress" .) (not $edge.basicAuth.existingSecret) (not $edge.allowAnySender) }}
+{{- fail "edge: anyone could post forged postbacks. Set edge.allowedCidrs to the provider's addresses (narrower than 0.0.0.0/0 and ::/0), or edge.basicAuth.existingSecret to a Secret with the Basic credentials of the provider's postback URL, or edge.allowAnySender=true to accept postbacks from any address without credentials" }}
+{{- end }}
 {{- $kafka := .Values.kafka }}
 {{- if hasPrefix "SASL" $kafka.securityProtocol }}
 {{- if not $kafka.sasl.existingSecret }}
@@ -205,6 +216,10 @@ the process to exit after its drain timeout. */}}
   value: {{ join "," $edge.trustedProxies | quote }}
 - name: EDGE_SOURCES
   value: {{ join "," $edge.sources | quote }}
+{{- if $edge.allowAnySender }}
+- name: EDGE_ALLOW_ANY_SENDER
+  value: "true"
+{{- end }}
 {{- if $edge.basicAuth.existingSecret }}
 - name: EDGE_BASIC_AUTH_USER
   valueFrom:

@@ -19,7 +19,7 @@ from consumers.instruments import ProcessorMetrics
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
 from devstack.kafka import free_port
-from tests.kafka_tools import committed_total, topic_size
+from testkit.kafka_tools import committed_total, topic_size
 
 
 @pytest.fixture

@@ -13,9 +13,15 @@ import pytest
 from common.partitioning import default_partition
 from consumers import dlq
 from consumers.runtime import ProcessorRuntime
+from testkit.kafka_tools import produce, read_all_committed
+from testkit.traffic import (
+    as_raw,
+    delivery_reports,
+    expected_event_ids,
+    hours_ago_ms,
+    realistic_mix,
+)
 from tests.integration.consumers.conftest import running_processor, wait_caught_up
-from tests.kafka_tools import produce, read_all_committed
-from tests.traffic import as_raw, delivery_reports, expected_event_ids, hours_ago_ms, realistic_mix
 
 pytestmark = pytest.mark.kafka
 

@@ -22,14 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers import runtime
 from devstack.kafka import LocalKafka
+from testkit.kafka_tools import produce
+from testkit.traffic import as_raw, hours_ago_ms, realistic_mix
 from tests.integration.consumers.conftest import (
     ProcessorProcess,
     running_processor,
     wait_caught_up,
 )
 from tests.integration.consumers.test_processor_faults import assert_exactly_once, wait_committed
-from tests.kafka_tools import produce
-from tests.traffic import as_raw, hours_ago_ms, realistic_mix
 
 pytestmark = pytest.mark.kafka
 

@@ -9,9 +9,9 @@ from collections import Counter
 import orjson
 import pytest
 
+from testkit.kafka_tools import committed_total, produce, read_all_committed
+from testkit.traffic import as_raw, hours_ago_ms, realistic_mix
 from tests.integration.consumers.conftest import ProcessorProcess, wait_caught_up
-from tests.kafka_tools import committed_total, produce, read_all_committed
-from tests.traffic import as_raw, hours_ago_ms, realistic_mix
 
 pytestmark = pytest.mark.kafka
 

@@ -23,14 +23,14 @@ from consumers.processor.parse import parse
 from consumers.settings import ProcessorSettings
 from consumers.trace.cli import run_trace
 from consumers.trace.find import Journey, Query
+from testkit.kafka_tools import produce, topic_size
+from testkit.samples import load
+from testkit.traffic import as_raw, delivery_reports, hours_ago_ms
 from tests.integration.consumers.conftest import (
     running_processor,
     wait_caught_up,
     with_processor_settings,
 )
-from tests.kafka_tools import produce, topic_size
-from tests.samples import load
-from tests.traffic import as_raw, delivery_reports, hours_ago_ms
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio(loop_scope="module")]
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from common.logs import ConsoleFormatter, RepeatFilter, configure_logging, use_color
+from common.logs import ConsoleFormatter, configure_logging, use_color
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -123,31 +123,6 @@ def test_colour_only_for_a_terminal_that_wants_it(
     stream = Terminal() if terminal else io.StringIO()
 
     assert use_color(stream, environ) is expected
-
-
-def test_a_flood_of_one_line_shows_once_then_once_a_window_with_a_count() -> None:
-    """A client retrying every 100 ms prints one line, then one per window saying how many
-    it held back; lines that differ in their text or fields are never held back."""
-    now = [0.0]
-    guard = RepeatFilter(window_s=30, clock=lambda: now[0])
-
-    def shown(made: logging.LogRecord) -> bool:
-        return guard.filter(made)
-
-    assert shown(record("Unable connect to node with id %s", 1, name="aiokafka"))
-    held = 0
-    for _ in range(50):
-        now[0] += 0.1
-        held += not shown(record("Unable connect to node with id %s", 1, name="aiokafka"))
-    assert held == 50
-    assert shown(record("another line", name="aiokafka"))
-    assert shown(record("Unable connect to node with id %s", 2, name="aiokafka"))
-    for partition in range(3):
-        assert shown(record("partition ready", fields={"partition": partition}))
-    now[0] += 30
-    late = record("Unable connect to node with id %s", 1, name="aiokafka")
-    assert shown(late)
-    assert late.fields == {"repeated": 50}
 
 
 def test_json_is_the_default_and_one_object_a_line(restore_logging: None) -> None:

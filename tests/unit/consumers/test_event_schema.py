@@ -23,7 +23,7 @@ from consumers.processor.enrich import enrich
 from consumers.processor.identity import digest
 from consumers.processor.parse import parse
 from consumers.processor.rawmeta import RawMeta
-from tests.samples import all_valid, load
+from testkit.samples import all_valid, load
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events.md"
 SCHEMA: dict[str, Any] = load_schema()

@@ -15,8 +15,9 @@ from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import Outcome, PartitionPipeline
 from consumers.processor.window import DedupeWindow
-from tests.samples import all_malformed, all_valid
-from tests.traffic import RawRecord, as_raw, delivery_reports, with_retries
+from testkit.kafka_tools import ProducerRecord
+from testkit.samples import all_malformed, all_valid
+from testkit.traffic import as_raw, delivery_reports, with_retries
 
 T0_MS = 1_709_648_570_000
 MINUTE_MS = 60_000
@@ -33,7 +34,7 @@ def new_pipeline(identity: Identity | None = None) -> PartitionPipeline:
 
 
 def feed(
-    pipeline: PartitionPipeline, records: list[RawRecord], first_offset: int, *, how: str
+    pipeline: PartitionPipeline, records: list[ProducerRecord], first_offset: int, *, how: str
 ) -> list[Outcome]:
     outcomes = []
     for n, (_, value, headers, timestamp) in enumerate(records):
@@ -49,7 +50,7 @@ def feed(
 
 
 def assert_same_after(
-    before: list[RawRecord], after: list[RawRecord], identity: Identity | None = None
+    before: list[ProducerRecord], after: list[ProducerRecord], identity: Identity | None = None
 ) -> None:
     live, rebuilt = new_pipeline(identity), new_pipeline(identity)
     feed(live, before, 0, how="process")

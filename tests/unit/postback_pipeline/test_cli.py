@@ -71,7 +71,7 @@ def test_a_service_help_shows_a_default_and_its_meaning(capsys: pytest.CaptureFi
     lines = help_of(["edge", "--help"], capsys).splitlines()
 
     at = lines.index("  EDGE_HOST, EDGE_PORT  [default 127.0.0.1, 8080]")
-    assert lines[at + 1].strip() == "where the edge listens (0.0.0.0 in a container)"
+    assert lines[at + 1].strip().startswith("where the edge listens")
 
 
 def test_the_overview_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:

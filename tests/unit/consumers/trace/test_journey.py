@@ -18,7 +18,7 @@ from consumers.trace.journey import (
     judge,
 )
 from ingest.records import build_record
-from tests.samples import load
+from testkit.samples import load
 
 RAW = "postbacks.raw"
 FINAL = orjson.dumps({"origin": "SMS_MT", "code": "N202", "tracking-id": "T1", "to": "1415"})

@@ -24,7 +24,7 @@ kafka: $(STAMP)
 	$(BIN)/python -m devstack.kafka provision
 
 run: $(STAMP) kafka
-	$(BIN)/python -m devstack
+	$(BIN)/postback-pipeline dev run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

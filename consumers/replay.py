@@ -37,7 +37,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from common.command_line import CommandParser, settings_help, variables_read
 from common.env import SettingsError
+from common.kafka import KafkaSettings
 from common.raw_record import Headers
 from consumers.dlq import dead_letter_headers
 from consumers.processor.identity import Identity
@@ -230,11 +232,25 @@ async def replay(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m consumers.replay",
+def settings_read() -> list[str]:
+    """The variables a replay reads, for --help."""
+    return [
+        *variables_read(KafkaSettings.from_environ),
+        "KAFKA_TOPIC_RAW",
+        "DEDUPE_WINDOW_SECONDS",
+        "DEDUPE_MAX_KEYS",
+        "DEDUPE_IDENTITY_FIELDS",
+        "LATENCY_MAX_AGE_SECONDS",
+    ]
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m consumers.replay") -> int:
+    parser = CommandParser(
+        prog=prog,
         description="Re-derive events from the raw topic for [since, until). Kafka and topic "
         "settings come from the environment, as for the processor.",
+        epilog=settings_help(settings_read()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--since", required=True, help="ISO-8601 (UTC if no offset) or epoch ms")
     parser.add_argument("--until", default=None, help="exclusive; default: now")
@@ -248,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         since_ms = parse_time(args.since)
         until_ms = parse_time(args.until) if args.until else int(time.time() * 1000)
     except (SettingsError, ValueError) as error:
-        print(f"replay: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     started = time.monotonic()
     report = asyncio.run(

@@ -8,6 +8,7 @@ from common.env import (
     Settings,
     integer,
     items,
+    log_format_setting,
     log_level_setting,
     port_number,
     seconds_as_ms,
@@ -51,3 +52,4 @@ class ProcessorSettings(Settings):
     host: str = setting("PROCESSOR_HOST", text, "127.0.0.1")
     port: int = setting("PROCESSOR_PORT", port_number, 9101)
     log_level: str = log_level_setting()
+    log_format: str = log_format_setting()

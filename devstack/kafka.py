@@ -269,6 +269,9 @@ class LocalKafka:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Ctrl-C at a terminal reaches the whole foreground group: in a group of its
+                # own the broker outlives the services' drain instead of racing it.
+                process_group=0,
                 # The death signal follows the forking thread, so only the main thread uses it.
                 preexec_fn=die_with_parent if in_main_thread else None,
             )

@@ -61,7 +61,7 @@ async def serve(settings: ProcessorSettings) -> int:
 
 def main() -> int:
     settings = settings_or_exit(ProcessorSettings.from_environ, os.environ, "consumers.processor")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     return uvloop.run(serve(settings))
 

@@ -35,14 +35,14 @@ from tests.deploy.support import (
     tool,
     validate_manifest,
 )
-from tests.deploy.test_image import module_runs
+from tests.deploy.test_image import command_runs
 
 # Custom resources have no schema in kubernetes-validate; the chart may only make these.
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KafkaTopic"}
 SETTINGS: dict[str, Callable[[Mapping[str, str]], object]] = {
-    "ingest": EdgeSettings.from_environ,
-    "consumers.processor": ProcessorSettings.from_environ,
-    "consumers.metrics": MetricsSettings.from_environ,
+    "edge": EdgeSettings.from_environ,
+    "processor": ProcessorSettings.from_environ,
+    "metrics": MetricsSettings.from_environ,
 }
 
 
@@ -234,23 +234,19 @@ def test_service_account_mounts_no_token(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_workload_runs_a_service_the_image_has(scenario: str) -> None:
-    """Each Deployment's args name a module of the package, and the services map one to one."""
-    modules = {}
+    """Each Deployment's args name a command of the image, and the services map one to one."""
+    commands = {}
     for name, spec in pod_specs(render(scenario)):
         (container,) = spec["containers"]
         if "command" in container:  # the test hook runs a script with the image's python
             assert container["command"] == ["python", "-c"], name
             compile(container["args"][0], name, "exec")
             continue
-        (module,) = container["args"]
-        assert module_runs(module), f"{name}: python -m {module} would not start"
-        modules[name.rsplit("-", 1)[-1]] = module
+        (command,) = container["args"]
+        assert command_runs(command), f"{name}: postback-pipeline {command} would not start"
+        commands[name.rsplit("-", 1)[-1]] = command
 
-    assert modules == {
-        "edge": "ingest",
-        "processor": "consumers.processor",
-        "metrics": "consumers.metrics",
-    }
+    assert commands == {"edge": "edge", "processor": "processor", "metrics": "metrics"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

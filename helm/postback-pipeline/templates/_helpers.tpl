@@ -75,11 +75,6 @@ postback-pipeline/job: {{ include "postback-pipeline.componentName" . }}
 {{- end }}
 {{- end }}
 
-{{/* The module each component runs: the image's entrypoint is `python -m`. */}}
-{{- define "postback-pipeline.module" -}}
-{{- get (dict "edge" "ingest" "processor" "consumers.processor" "metrics" "consumers.metrics") . }}
-{{- end }}
-
 {{/* The container port of a component. */}}
 {{- define "postback-pipeline.port" -}}
 {{- (get .root.Values .component).port }}
@@ -333,7 +328,8 @@ spec:
     - name: {{ .component }}
       image: {{ include "postback-pipeline.image" $root | quote }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-      args: [{{ include "postback-pipeline.module" .component | quote }}]
+      # The image's entrypoint is `postback-pipeline`; its commands are named as the components.
+      args: [{{ .component | quote }}]
       env:
         {{- include "postback-pipeline.env" . | nindent 8 }}
       ports:

@@ -105,7 +105,11 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             await self._shutdown()
 
     def _until_next_commit_ms(self, interval_s: float) -> int:
-        waiting = [o.first_uncommitted_at for o in self._owned.values() if o.uncommitted]
+        waiting = [
+            owned.first_uncommitted_at
+            for owned in self._owned.values()
+            if owned.uncommitted and owned.busy is None
+        ]
         if not waiting:
             return int(interval_s * 1000)
         return max(0, int((min(waiting) + interval_s - time.monotonic()) * 1000))
@@ -247,7 +251,9 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         """Finish open transactions (or leave them to be aborted if fenced), leave the group."""
         await self._cancel_opening()
         for tp in list(self._owned):
-            await self._finish(self._owned.pop(tp))
+            owned = self._owned.pop(tp, None)
+            if owned is not None:  # else revoked meanwhile, and finished there
+                await self._finish(owned)
         # Leaving the group lets the remaining instances take over at once. The revoke
         # callback runs again here and finds nothing left to commit.
         await self._consumer.stop()

@@ -30,6 +30,7 @@ from common.command_line import CommandParser, settings_help
 from common.env import SettingsError, Variable, port_number
 from common.logs import use_color
 from common.topics import TopicSettings
+from devstack.cluster import LocalCluster
 from devstack.console import Console, banner
 from devstack.kafka import LocalKafka, cache_root, die_with_parent, free_port, wait_for_stop_signal
 
@@ -65,10 +66,15 @@ def _port(environ: Mapping[str, str], variable: str, preferred: int) -> int:
 
 
 @contextlib.contextmanager
-def kafka(environ: Mapping[str, str]) -> Iterator[tuple[str, dict[str, str]]]:
+def kafka(environ: Mapping[str, str], brokers: int = 1) -> Iterator[tuple[str, dict[str, str]]]:
     configured = environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         yield configured, {}
+        return
+    if brokers == 3:
+        # The topology users deploy: three replicas, two in sync (the services' defaults).
+        with LocalCluster(3) as cluster:
+            yield cluster.bootstrap_servers, {}
         return
     with LocalKafka(port=_port(environ, *KAFKA_PORT)) as broker:
         # One local broker holds one replica of everything.
@@ -119,13 +125,13 @@ def _stop(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-def run_stack(environ: Mapping[str, str]) -> int:
+def run_stack(environ: Mapping[str, str], brokers: int = 1) -> int:
     console = Console(sys.stdout, color=use_color(sys.stdout, environ))
     ports = {
         name: _port(environ, variable, port) for name, (_, _, variable, port) in SERVICES.items()
     }
     topics = TopicSettings.from_environ(environ)
-    with kafka(environ) as (bootstrap, kafka_env):
+    with kafka(environ, brokers) as (bootstrap, kafka_env):
         env = {
             **environ,
             **kafka_env,
@@ -230,13 +236,20 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", parser_class=CommandParser)
-    commands.add_parser(
+    run_parser = commands.add_parser(
         "run",
         help="start Kafka and every service (the default)",
         description="Kafka and every service on loopback, each service's log lines under its "
         "name; once all are ready, what to try. Ctrl-C stops everything.",
         epilog=settings_help(SETTINGS),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run_parser.add_argument(
+        "--brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="one broker (replication 1), or three (replication 3, min ISR 2, as deployed)",
     )
     tail_parser = commands.add_parser(
         "tail",
@@ -255,7 +268,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m devstack")
     if args.command == "tail":
         return asyncio.run(tail(args.topic, args.count, args.timeout))
     try:
-        return run_stack(os.environ)
+        return run_stack(os.environ, getattr(args, "brokers", 1))
     except SettingsError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2

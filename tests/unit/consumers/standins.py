@@ -162,6 +162,7 @@ class GroupConsumer(Consumer):
         self.fetched: list[dict[TopicPartition, list[Record]]] = []
         self.paused: set[TopicPartition] = set()
         self.arrived = asyncio.Event()
+        self.waits: list[int] = []  # the timeout of every getmany
 
     async def committed(self, tp: TopicPartition) -> int | None:
         return None
@@ -171,6 +172,7 @@ class GroupConsumer(Consumer):
         self.arrived.set()
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[Any, list[Record]]:
+        self.waits.append(timeout_ms)
         ready = [batch for batch in self.fetched if not set(batch) & self.paused]
         if not ready:
             self.arrived.clear()

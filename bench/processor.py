@@ -76,9 +76,11 @@ from consumers.instruments import ProcessorMetrics
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import PartitionPipeline
+from consumers.processor.privacy import Privacy
 from consumers.processor.window import DedupeWindow
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import broker_or_configured
 from tests.kafka_tools import produce
 from tests.samples import all_malformed, all_valid
@@ -352,6 +354,7 @@ def processor_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
         "KAFKA_TOPIC_DLQ": f"bench.{run}.dlq",
         "PROCESSOR_GROUP_ID": f"bench.{run}",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": f"bench.{run}",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
         **extra,
     }
 
@@ -546,6 +549,7 @@ def pipeline_alone(records: list[RawRecord], settings: ProcessorSettings) -> dic
         identity=Identity.from_fields(settings.identity_fields or None),
         window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
         latency=LatencyJoin(settings.latency_max_age_ms),
+        privacy=Privacy.from_settings(settings),
     )
     gc.collect()
     started = time.perf_counter()

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from common.env import Env
+from common.env import Env, Secret, SettingsError
 from common.kafka import KafkaSettings
 from common.topics import TopicSettings
 
 HOUR_MS = 60 * 60 * 1000
+# An HMAC key shorter than its hash's output (32 bytes for SHA-256) weakens it (RFC 2104 §3).
+PSEUDONYM_KEY_MIN_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,11 @@ class ProcessorSettings:
     host: str = "127.0.0.1"
     port: int = 9101
     log_level: str = "INFO"
+    # Privacy of postbacks.events (docs/events.md, "Privacy"): subscriber numbers become keyed
+    # pseudonyms unless turned off, and message content is left out unless turned on.
+    pseudonymise_numbers: bool = True
+    pseudonym_key: Secret | None = None
+    include_content: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> ProcessorSettings:
@@ -54,4 +61,27 @@ class ProcessorSettings:
             log_level=env.choice(
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
             ),
+            pseudonymise_numbers=env.flag("EVENTS_PSEUDONYMISE_NUMBERS", True),
+            pseudonym_key=_pseudonym_key(env),
+            include_content=env.flag("EVENTS_INCLUDE_CONTENT", False),
         )
+
+
+def _pseudonym_key(env: Env) -> Secret | None:
+    """The pseudonym key; required while numbers are pseudonymised, so privacy is the default
+    and publishing numbers verbatim takes an explicit EVENTS_PSEUDONYMISE_NUMBERS=false."""
+    key = env.secret("EVENTS_PSEUDONYM_KEY")
+    if not env.flag("EVENTS_PSEUDONYMISE_NUMBERS", True):
+        return key
+    if key is None:
+        raise SettingsError(
+            "EVENTS_PSEUDONYM_KEY: required, the secret that turns subscriber numbers into "
+            "pseudonyms on postbacks.events (or set EVENTS_PSEUDONYMISE_NUMBERS=false to "
+            "publish them verbatim)"
+        )
+    if len(key.reveal()) < PSEUDONYM_KEY_MIN_CHARS:
+        raise SettingsError(
+            f"EVENTS_PSEUDONYM_KEY: must be at least {PSEUDONYM_KEY_MIN_CHARS} characters "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return key

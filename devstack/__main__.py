@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import LocalKafka, cache_root, free_port, wait_for_stop_signal
 
 STATE_FILE = cache_root() / "run" / "stack.json"
@@ -79,6 +80,10 @@ def run_stack() -> int:
             "METRICS_PORT": str(metrics_port),
             # Locally, show everything the stack ever processed, not just what comes next.
             "METRICS_AUTO_OFFSET_RESET": os.environ.get("METRICS_AUTO_OFFSET_RESET", "earliest"),
+            # Events stay private locally too, with a key that is published (not a secret).
+            "EVENTS_PSEUDONYM_KEY": os.environ.get(
+                "EVENTS_PSEUDONYM_KEY", DEVELOPMENT_PSEUDONYM_KEY
+            ),
         }
         services = {
             "edge": ([sys.executable, "-m", "ingest"], f"http://127.0.0.1:{edge_port}"),

@@ -31,10 +31,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class WithoutRecordContents(logging.Filter):
+    """Drops the log lines that would print a Kafka record's value: at DEBUG, aiokafka's producer
+    logs every value it sends, and a postback's value holds phone numbers and message text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == _AIOKAFKA_PRODUCER and str(record.msg).startswith("Sending ("))
+
+
+_AIOKAFKA_PRODUCER = "aiokafka.producer.producer"
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Route every logger (ours, uvicorn's, aiokafka's) through one JSON handler on stdout."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(WithoutRecordContents())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -11,10 +11,13 @@ import pytest
 from common.env import SettingsError
 from consumers.events.model import Event
 from consumers.processor.enrich import enrich
-from consumers.processor.identity import digest
+from consumers.processor.identity import Identity, digest
+from consumers.processor.latency import LatencyJoin
 from consumers.processor.parse import parse
+from consumers.processor.pipeline import Emit, PartitionPipeline
 from consumers.processor.privacy import PSEUDONYM_PREFIX, Privacy, is_sender_id
 from consumers.processor.rawmeta import RawMeta
+from consumers.processor.window import DedupeWindow
 from consumers.settings import ProcessorSettings
 from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from tests.samples import all_valid, load
@@ -199,3 +202,30 @@ def test_content_is_included_only_when_asked() -> None:
     event = event_of(load("v1/sms_mo_n211"), Privacy.from_settings(included))
 
     assert event["message_text"] == "STOP"
+
+
+def published_to(key: str, body: bytes) -> object:
+    """`to` as a processor built from settings with `key` publishes it (a fresh instance)."""
+    instance = settings(EVENTS_PSEUDONYM_KEY=key)
+    pipeline = PartitionPipeline(
+        "postbacks.raw",
+        3,
+        identity=Identity(),
+        window=DedupeWindow(),
+        latency=LatencyJoin(instance.latency_max_age_ms),
+        privacy=Privacy.from_settings(instance),
+    )
+    outcome = pipeline.process(body, 0, [], 1_709_648_570_000)
+    assert isinstance(outcome, Emit)
+    return orjson.loads(outcome.value)["to"]
+
+
+def test_two_processor_instances_with_one_key_publish_the_same_pseudonym() -> None:
+    """Pseudonyms survive restarts and rebalances: any instance with the deployment's key agrees,
+    and an instance with another key does not."""
+    body = load("v2/sms_mt_n202")
+    first = published_to(DEVELOPMENT_PSEUDONYM_KEY, body)
+
+    assert first == published_to(DEVELOPMENT_PSEUDONYM_KEY, body)
+    assert first == PRIVATE.pseudonym("14155550123")
+    assert first != published_to(OTHER_KEY.decode(), body)

@@ -20,8 +20,8 @@ from tests.kafka_tools import read_all_committed
 pytestmark = pytest.mark.kafka
 
 # A subscriber's number in the provider's writing and in others, and a message only they wrote.
-NUMBER = "447700900461"
-NEEDLES = (NUMBER, "+44 7700 900461", "7700900461", "Meet me by the old mill", "mill-8R2Q")
+NUMBER = "4915112345698"
+NEEDLES = (NUMBER, "+49 151 12345698", "15112345698", "Meet me by the old mill", "mill-8R2Q")
 TEXT = "Meet me by the old mill at nine, mill-8R2Q"
 POSTBACKS = [
     (  # an inbound SMS: the subscriber's number in `from`, their text
@@ -46,7 +46,7 @@ POSTBACKS = [
                 "code": "N202",
                 "status": "Delivered",
                 "from": "60856",
-                "to": "+44 7700 900461",
+                "to": "+49 151 12345698",
                 "tracking-id": "logs-mt-1",
                 "timestamp": "2026-03-05T14:22:48Z",
             }
@@ -90,7 +90,8 @@ async def test_no_log_line_of_any_service_holds_a_number_or_a_message(
 ) -> None:
     """Edge, processor and metrics service at DEBUG (a superset of every INFO line) handle a
     known number and text, also in a dead-lettered body: none of their output contains either,
-    nor does the events topic; the raw topic and the DLQ keep them (the archive)."""
+    nor does the events topic, whose metrics still count the subscriber's country; the raw
+    topic and the DLQ keep them (the archive)."""
     env = {
         **with_processor_settings(base_env),
         "LOG_LEVEL": "DEBUG",
@@ -123,6 +124,9 @@ async def test_no_log_line_of_any_service_holds_a_number_or_a_message(
             while await consumed_by_metrics(metrics.port, client) < len(POSTBACKS) - 1:
                 assert time.monotonic() < deadline, "the metrics service did not count the events"
                 await asyncio.sleep(0.1)
+            # Pseudonymised events still count by the subscriber's country.
+            exported = (await client.get(f"http://127.0.0.1:{metrics.port}/metrics")).text
+            assert 'postback_operator_events_total{country="DE",operator_id="none"} 3.0' in exported
         for service in processes:
             # uvicorn re-raises the SIGTERM it handled once the edge has drained.
             assert await service.stop() in (0, -signal.SIGTERM), service.module

@@ -63,13 +63,39 @@ def kind_of(origin: str, status: Status) -> str:
     return kind
 
 
-@functools.lru_cache(maxsize=256)
-def source_of(source: str | None) -> bytes:
+def source_of(source: str | None) -> str:
     """The `source` attribute: a URI-reference, `/postbacks/<source label>` (percent-encoded;
     `/postbacks` when the raw record named no source)."""
     if source is None:
-        return SOURCE_PREFIX.encode()
-    return f"{SOURCE_PREFIX}/{quote(source, safe='')}".encode()
+        return SOURCE_PREFIX
+    return f"{SOURCE_PREFIX}/{quote(source, safe='')}"
+
+
+def _shared(source: str | None, origin: str, status: Status) -> tuple[tuple[str, bytes], ...]:
+    """The headers that events of one source and kind share, encoded once per combination.
+
+    Origins and sources are text from outside: long ones (never a real one) skip the cache, so
+    that nobody can fill it with large keys.
+    """
+    if len(origin) > _CACHED_MAX_CHARS or (source is not None and len(source) > _CACHED_MAX_CHARS):
+        return _shared_uncached(source, origin, status)
+    return _shared_cached(source, origin, status)
+
+
+def _shared_uncached(
+    source: str | None, origin: str, status: Status
+) -> tuple[tuple[str, bytes], ...]:
+    return (
+        ("ce_specversion", _SPECVERSION),
+        ("ce_source", source_of(source).encode()),
+        ("ce_type", _TYPES[kind_of(origin, status)]),
+        ("ce_dataschema", _DATASCHEMA),
+        ("content-type", _CONTENT_TYPE),
+    )
+
+
+_shared_cached: Final = functools.lru_cache(maxsize=1024)(_shared_uncached)
+_CACHED_MAX_CHARS: Final = 64
 
 
 def headers(event: Event) -> list[tuple[str, bytes]]:
@@ -79,10 +105,8 @@ def headers(event: Event) -> list[tuple[str, bytes]]:
     tracking id (absent without one); `ce_id` is the `event_id`, so sinks upsert on it.
     """
     result = [
-        ("ce_specversion", _SPECVERSION),
+        *_shared(event["source"], event["origin"], event["status"]),
         ("ce_id", event["event_id"].encode()),
-        ("ce_source", source_of(event["source"])),
-        ("ce_type", _TYPES[kind_of(event["origin"], event["status"])]),
     ]
     received_at = event["received_at"]
     if received_at is not None:
@@ -90,6 +114,4 @@ def headers(event: Event) -> list[tuple[str, bytes]]:
     tracking_id = event["tracking_id"]
     if tracking_id:
         result.append(("ce_subject", tracking_id.encode()))
-    result.append(("ce_dataschema", _DATASCHEMA))
-    result.append(("content-type", _CONTENT_TYPE))
     return result

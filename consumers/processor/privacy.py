@@ -51,17 +51,17 @@ def is_sender_id(value: str) -> bool:
 class Privacy:
     """Applies the privacy settings to events; one per processor, shared by its partitions."""
 
-    __slots__ = ("_cached", "_include_content", "_key")
+    __slots__ = ("_cached_pseudonym", "_cached_published", "_include_content", "_key")
 
     def __init__(self, key: bytes | None, *, include_content: bool) -> None:
         """`key` None publishes numbers as given; `include_content` keeps message content."""
         self._key = key
         self._include_content = include_content
-        # Numbers repeat (a message's sent and final postbacks, a subscriber's messages), and
-        # an HMAC costs more than the rest of a number's handling.
-        self._cached: Callable[[str], str] = functools.lru_cache(maxsize=_CACHED_NUMBERS)(
-            self._pseudonym
-        )
+        # Numbers repeat (a message's sent and final postbacks, a subscriber's messages, the
+        # same few short codes), and an HMAC costs more than the rest of an event's privacy.
+        cache = functools.lru_cache(maxsize=_CACHED_NUMBERS)
+        self._cached_pseudonym: Callable[[str], str] = cache(self._pseudonym)
+        self._cached_published: Callable[[str], str] = cache(self._published)
 
     @classmethod
     def from_settings(cls, settings: ProcessorSettings) -> Privacy:
@@ -95,15 +95,20 @@ class Privacy:
     def published(self, number: str) -> str:
         """A sender or recipient as published: sender ids (and, without a key, every number)
         as given, else the pseudonym."""
-        if self._key is None or is_sender_id(number):
+        if self._key is None:
             return number
-        return self.pseudonym(number)
+        if len(number) > _CACHED_NUMBER_MAX_CHARS:
+            return self._published(number)  # never cache what a hostile body makes large
+        return self._cached_published(number)
 
     def pseudonym(self, value: str) -> str:
         """The keyed pseudonym of a number (or any identifier); needs a key."""
         if len(value) > _CACHED_NUMBER_MAX_CHARS:
-            return self._pseudonym(value)  # never cache what a hostile body makes large
-        return self._cached(value)
+            return self._pseudonym(value)
+        return self._cached_pseudonym(value)
+
+    def _published(self, number: str) -> str:
+        return number if is_sender_id(number) else self._pseudonym(number)
 
     def _pseudonym(self, value: str) -> str:
         if self._key is None:

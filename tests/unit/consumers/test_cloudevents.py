@@ -78,8 +78,11 @@ def test_an_unknown_origin_is_of_kind_other() -> None:
 
 def test_source_is_a_uri_reference_whatever_the_label() -> None:
     """Odd source labels (from records the edge did not write) are percent-encoded."""
-    assert source_of("default") == b"/postbacks/default"
-    assert source_of("a b/c?") == b"/postbacks/a%20b%2Fc%3F"
+    assert source_of("default") == "/postbacks/default"
+    assert source_of("a b/c?") == "/postbacks/a%20b%2Fc%3F"
+    assert headers_of(load("v2/sms_mt_n202"), META._replace(source="x" * 100))["ce_source"] == (
+        b"/postbacks/" + b"x" * 100
+    )
 
 
 def test_dataschema_and_types_follow_the_schema_version() -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -229,3 +232,23 @@ def test_two_processor_instances_with_one_key_publish_the_same_pseudonym() -> No
     assert first == published_to(DEVELOPMENT_PSEUDONYM_KEY, body)
     assert first == PRIVATE.pseudonym("14155550123")
     assert first != published_to(OTHER_KEY.decode(), body)
+
+
+def test_the_processor_without_a_key_stops_at_start_up_naming_the_variable() -> None:
+    """An operator who forgot the key gets one line naming it and exit status 2, before any
+    event could be published with numbers in it."""
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("EVENTS_")} | {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "consumers.processor"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "EVENTS_PSEUDONYM_KEY: required" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

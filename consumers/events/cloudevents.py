@@ -104,14 +104,19 @@ def headers(event: Event) -> list[tuple[str, bytes]]:
     `ce_time` is when the edge received the postback (absent if unknown), `ce_subject` the
     tracking id (absent without one); `ce_id` is the `event_id`, so sinks upsert on it.
     """
-    result = [
-        *_shared(event["source"], event["origin"], event["status"]),
-        ("ce_id", event["event_id"].encode()),
-    ]
+    shared = _shared(event["source"], event["origin"], event["status"])
     received_at = event["received_at"]
+    tracking_id = event["tracking_id"]
+    if received_at is not None and tracking_id:  # nearly every event
+        return [
+            *shared,
+            ("ce_id", event["event_id"].encode()),
+            ("ce_time", received_at.encode()),
+            ("ce_subject", tracking_id.encode()),
+        ]
+    result = [*shared, ("ce_id", event["event_id"].encode())]
     if received_at is not None:
         result.append(("ce_time", received_at.encode()))
-    tracking_id = event["tracking_id"]
     if tracking_id:
         result.append(("ce_subject", tracking_id.encode()))
     return result

@@ -73,11 +73,21 @@ class Privacy:
         """Make `event` publishable, in place; it says which protections it carries."""
         extra = event["extra"]
         if self._key is not None:
+            # The cached path inline: this runs for every event.
+            cached = self._cached_published
             sender, recipient = event["from"], event["to"]
             if sender is not None:
-                event["from"] = self.published(sender)
+                event["from"] = (
+                    cached(sender)
+                    if len(sender) <= _CACHED_NUMBER_MAX_CHARS
+                    else self._published(sender)
+                )
             if recipient is not None:
-                event["to"] = self.published(recipient)
+                event["to"] = (
+                    cached(recipient)
+                    if len(recipient) <= _CACHED_NUMBER_MAX_CHARS
+                    else self._published(recipient)
+                )
             if event["copy_to"]:
                 event["copy_to"] = [self.published(number) for number in event["copy_to"]]
             if extra:

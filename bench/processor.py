@@ -69,8 +69,10 @@ from bench.restore import bare_restore_rate, restore_pass
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import PartitionPipeline
+from consumers.processor.privacy import Privacy
 from consumers.processor.window import DedupeWindow
 from consumers.settings import ProcessorSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import broker_or_configured
 from testkit.kafka_tools import ProducerRecord, produce
 from testkit.samples import all_malformed, all_valid
@@ -145,6 +147,7 @@ def processor_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
         "KAFKA_TOPIC_DLQ": f"bench.{run}.dlq",
         "PROCESSOR_GROUP_ID": f"bench.{run}",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": f"bench.{run}",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
         **extra,
     }
 
@@ -302,6 +305,7 @@ def pipeline_alone(records: list[ProducerRecord], settings: ProcessorSettings) -
         identity=Identity.from_fields(settings.identity_fields or None),
         window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
         latency=LatencyJoin(settings.latency_max_age_ms),
+        privacy=Privacy.from_settings(settings),
     )
     gc.collect()
     started = time.perf_counter()

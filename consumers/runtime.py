@@ -60,7 +60,8 @@ from consumers.instruments import ProcessorMetrics
 from consumers.partitioning import EventPartitioner
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
-from consumers.processor.pipeline import EVENT_HEADERS, DeadLetter, Emit, PartitionPipeline
+from consumers.processor.pipeline import DeadLetter, Emit, PartitionPipeline
+from consumers.processor.privacy import Privacy
 from consumers.processor.window import DedupeWindow
 from consumers.settings import ProcessorSettings
 
@@ -104,6 +105,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
         self._events = settings.topics.events.name
         self._dlq = settings.topics.dlq.name
         self._identity = Identity.from_fields(settings.identity_fields or None)
+        self._privacy = Privacy.from_settings(settings)
         options = settings.kafka.client_options()
         self._consumer = AIOKafkaConsumer(
             **options,
@@ -209,12 +211,15 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
                 if batch is None:
                     batch = batches[partition] = producer.create_batch()
                 if not batch.append(
-                    timestamp=None, key=outcome.key, value=outcome.value, headers=EVENT_HEADERS
+                    timestamp=None, key=outcome.key, value=outcome.value, headers=outcome.headers
                 ):
                     await self._send_batch(task, batch, partition)
                     batch = batches[partition] = producer.create_batch()
                     batch.append(  # an empty batch takes any one record
-                        timestamp=None, key=outcome.key, value=outcome.value, headers=EVENT_HEADERS
+                        timestamp=None,
+                        key=outcome.key,
+                        value=outcome.value,
+                        headers=outcome.headers,
                     )
                 task.emitted += 1
             elif type(outcome) is DeadLetter:
@@ -477,6 +482,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]
             identity=self._identity,
             window=DedupeWindow(self._settings.dedupe_window_ms, self._settings.dedupe_max_keys),
             latency=LatencyJoin(self._settings.latency_max_age_ms),
+            privacy=self._privacy,
         )
 
     async def _restore(self, tp: TopicPartition, pipeline: PartitionPipeline, until: int) -> None:

@@ -34,6 +34,7 @@ PROBE: Final = {
     "KAFKA_SASL_PASSWORD": "probe",
     "EDGE_BASIC_AUTH_USER": "probe",
     "EDGE_BASIC_AUTH_PASSWORD": "probe",
+    "EVENTS_PSEUDONYM_KEY": "probe" * 8,
 }
 
 

@@ -115,6 +115,17 @@ def use_color(stream: IO[str], environ: Mapping[str, str]) -> bool:
     return environ.get("TERM") != "dumb" and stream.isatty()
 
 
+class WithoutRecordContents(logging.Filter):
+    """Drops the log lines that would print a Kafka record's value: at DEBUG, aiokafka's producer
+    logs every value it sends, and a postback's value holds phone numbers and message text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == _AIOKAFKA_PRODUCER and str(record.msg).startswith("Sending ("))
+
+
+_AIOKAFKA_PRODUCER = "aiokafka.producer.producer"
+
+
 def configure_logging(
     level: str = "INFO",
     log_format: str = "json",
@@ -132,6 +143,7 @@ def configure_logging(
     else:
         handler.setFormatter(JsonFormatter())
     handler.addFilter(RepeatThrottle())  # the Kafka client's retry floods, once a minute
+    handler.addFilter(WithoutRecordContents())  # no postback value in any log line
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

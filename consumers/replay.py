@@ -17,6 +17,9 @@ What a replay emits, and why downstream may simply upsert it:
 - Output is written in Kafka transactions of up to `--chunk` records; `read_committed` readers
   never see half a chunk. A replay that dies part-way can be run again: the events it had
   committed are emitted again with the same ids.
+- Events carry the same CloudEvents headers as the live processor's, and the same privacy
+  settings apply: run it with the processor's EVENTS_PSEUDONYM_KEY, or the same number gets
+  another pseudonym (docs/events.md, "Privacy").
 - The live processor's group and offsets are not touched.
 """
 
@@ -44,7 +47,8 @@ from common.raw_record import Headers
 from consumers.dlq import dead_letter_headers
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
-from consumers.processor.pipeline import EVENT_HEADERS, DeadLetter, Emit, PartitionPipeline
+from consumers.processor.pipeline import DeadLetter, Emit, PartitionPipeline
+from consumers.processor.privacy import Privacy
 from consumers.processor.window import DedupeWindow
 from consumers.settings import ProcessorSettings
 
@@ -143,7 +147,7 @@ async def replay_partition(
             report.read += 1
             if type(outcome) is Emit:
                 report.events += 1
-                await writer.send(output_topic, outcome.value, outcome.key, EVENT_HEADERS)
+                await writer.send(output_topic, outcome.value, outcome.key, outcome.headers)
             elif type(outcome) is DeadLetter:
                 report.dead_letters[outcome.reason] += 1
                 if dlq_topic is not None:
@@ -193,6 +197,7 @@ async def replay(
         )
     report = ReplayReport()
     identity = Identity.from_fields(settings.identity_fields or None)
+    privacy = Privacy.from_settings(settings)
     raw = settings.topics.raw.name
     await consumer.start()
     try:
@@ -213,6 +218,7 @@ async def replay(
                 identity=identity,
                 window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
                 latency=LatencyJoin(settings.latency_max_age_ms),
+                privacy=privacy,
             )
             await replay_partition(
                 consumer,

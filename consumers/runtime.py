@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterable
 
@@ -112,7 +113,8 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         ]
         if not waiting:
             return int(interval_s * 1000)
-        return max(0, int((min(waiting) + interval_s - time.monotonic()) * 1000))
+        # Rounded up: a wait rounded down to 0 ms would poll again and again until it is due.
+        return max(0, math.ceil((min(waiting) + interval_s - time.monotonic()) * 1000))
 
     def _start_commit(self, owned: OwnedPartition) -> None:
         """Commit in the background, the partition paused until it is done."""

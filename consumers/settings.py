@@ -5,13 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from common.env import (
+    Secret,
     Settings,
+    SettingsError,
+    flag,
     integer,
     items,
     log_format_setting,
     log_level_setting,
     port_number,
     seconds_as_ms,
+    secret,
     section,
     setting,
     text,
@@ -20,13 +24,23 @@ from common.kafka import KafkaSettings
 from common.topics import TopicSettings
 
 HOUR_MS = 60 * 60 * 1000
+# An HMAC key shorter than its hash's output (32 bytes for SHA-256) weakens it (RFC 2104 §3).
+PSEUDONYM_KEY_MIN_CHARS = 32
 
 
 @dataclass(frozen=True, slots=True)
-class ProcessorSettings(Settings):
+class ProcessorGroupSettings(Settings):
+    """What a reader of the processor's work needs, and nothing it does not (`trace` reads the
+    topics, the group's offsets and the identity, and emits nothing)."""
+
     kafka: KafkaSettings = section(KafkaSettings.from_environ)
     topics: TopicSettings = section(TopicSettings.from_environ)
     group_id: str = setting("PROCESSOR_GROUP_ID", text, "postback-processor")
+    identity_fields: tuple[str, ...] = setting("DEDUPE_IDENTITY_FIELDS", items, ())
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorSettings(ProcessorGroupSettings):
     # Transactional ids are `<prefix>.<raw topic>.<partition>`: one per input partition, so a
     # new owner of a partition fences whoever held it before (see consumers/runtime.py).
     transactional_id_prefix: str = setting(
@@ -43,7 +57,6 @@ class ProcessorSettings(Settings):
         "DEDUPE_WINDOW_SECONDS", seconds_as_ms(minimum=1801), 6 * HOUR_MS
     )
     dedupe_max_keys: int = setting("DEDUPE_MAX_KEYS", integer(minimum=1), 2_000_000)
-    identity_fields: tuple[str, ...] = setting("DEDUPE_IDENTITY_FIELDS", items, ())
     latency_max_age_ms: int = setting(
         "LATENCY_MAX_AGE_SECONDS", seconds_as_ms(minimum=1), 6 * HOUR_MS
     )
@@ -53,3 +66,25 @@ class ProcessorSettings(Settings):
     port: int = setting("PROCESSOR_PORT", port_number, 9101)
     log_level: str = log_level_setting()
     log_format: str = log_format_setting()
+    # Privacy of postbacks.events (docs/events.md, "Privacy"): subscriber numbers become keyed
+    # pseudonyms unless turned off, and message content is left out unless turned on.
+    pseudonymise_numbers: bool = setting("EVENTS_PSEUDONYMISE_NUMBERS", flag, True)
+    pseudonym_key: Secret | None = setting("EVENTS_PSEUDONYM_KEY", secret, None)
+    include_content: bool = setting("EVENTS_INCLUDE_CONTENT", flag, False)
+
+    def __post_init__(self) -> None:
+        """The pseudonym key is required while numbers are pseudonymised, so privacy is the
+        default and publishing numbers verbatim takes EVENTS_PSEUDONYMISE_NUMBERS=false."""
+        if not self.pseudonymise_numbers:
+            return
+        if self.pseudonym_key is None:
+            raise SettingsError(
+                "EVENTS_PSEUDONYM_KEY: required, the secret that turns subscriber numbers into "
+                "pseudonyms on postbacks.events (or set EVENTS_PSEUDONYMISE_NUMBERS=false to "
+                "publish them verbatim)"
+            )
+        if len(self.pseudonym_key.reveal()) < PSEUDONYM_KEY_MIN_CHARS:
+            raise SettingsError(
+                f"EVENTS_PSEUDONYM_KEY: must be at least {PSEUDONYM_KEY_MIN_CHARS} characters "
+                "(e.g. `openssl rand -hex 32`)"
+            )

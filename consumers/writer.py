@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 
 from consumers.dlq import dead_letter_headers
 from consumers.partitioning import EventPartitioner
-from consumers.processor.pipeline import EVENT_HEADERS, DeadLetter, Emit, Outcome
+from consumers.processor.pipeline import DeadLetter, Emit, Outcome
 
 
 class OutcomeWriter:
@@ -72,13 +72,13 @@ class OutcomeWriter:
             if batch is None:
                 batch = self._batches[partition] = self.producer.create_batch()
             if not batch.append(
-                timestamp=None, key=outcome.key, value=outcome.value, headers=EVENT_HEADERS
+                timestamp=None, key=outcome.key, value=outcome.value, headers=outcome.headers
             ):
                 batch.close()
                 self._full.append((partition, batch))
                 batch = self._batches[partition] = self.producer.create_batch()
                 batch.append(  # an empty batch takes any one record
-                    timestamp=None, key=outcome.key, value=outcome.value, headers=EVENT_HEADERS
+                    timestamp=None, key=outcome.key, value=outcome.value, headers=outcome.headers
                 )
             self.emitted += 1
         elif type(outcome) is DeadLetter:

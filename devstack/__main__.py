@@ -30,6 +30,7 @@ from common.command_line import CommandParser, settings_help
 from common.env import SettingsError, Variable, port_number
 from common.logs import use_color
 from common.topics import TopicSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.cluster import LocalCluster
 from devstack.console import Console, banner
 from devstack.kafka import LocalKafka, cache_root, die_with_parent, free_port, wait_for_stop_signal
@@ -143,6 +144,8 @@ def run_stack(environ: Mapping[str, str], brokers: int = 1) -> int:
             "LOG_FORMAT": environ.get("LOG_FORMAT", "console"),
             # The services write to a pipe; they colour what this terminal can show.
             **({"FORCE_COLOR": "1"} if console.color else {}),
+            # Events stay private locally too, with a key that is published (not a secret).
+            "EVENTS_PSEUDONYM_KEY": environ.get("EVENTS_PSEUDONYM_KEY", DEVELOPMENT_PSEUDONYM_KEY),
         }
         urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         processes: dict[str, subprocess.Popen[bytes]] = {}

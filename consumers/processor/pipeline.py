@@ -1,6 +1,6 @@
 """Everything done to one raw record, in order, for one partition of `postbacks.raw`.
 
-    parse -> identify -> dedupe -> enrich -> join delivery latency -> serialise
+    parse -> identify -> dedupe -> enrich -> join delivery latency -> privacy -> serialise
 
 Each record ends in exactly one of three outcomes: an event to emit, a duplicate to drop, or a
 dead letter. Pure apart from the per-partition state it owns (the dedupe window and the
@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import orjson
 
 from common import raw_record
+from consumers.events import cloudevents
 from consumers.events.model import Event
 from consumers.processor.enrich import LegFacts, enrich, leg_facts
 from consumers.processor.identity import Identity, digest_raw
 from consumers.processor.latency import Latency, LatencyJoin
 from consumers.processor.parse import Unparseable, parse
+from consumers.processor.privacy import Privacy
 from consumers.processor.rawmeta import RawMeta
 from consumers.processor.window import DedupeWindow
 
@@ -29,12 +31,14 @@ if TYPE_CHECKING:  # settings read Kafka's admin types; the pipeline imports no 
 
 # Events of the sending side carry a delivery-latency leg; inbound (MO) ones never do.
 MT_ORIGINS: Final = frozenset({"SMS_MT", "MMS_MT"})
-EVENT_HEADERS: Final = [("content-type", b"application/json")]
 
 
 class Emit(NamedTuple):
+    """An event record: key (the tracking id), value (the event's JSON), CloudEvents headers."""
+
     key: bytes
     value: bytes
+    headers: list[tuple[str, bytes]]
 
 
 class DeadLetter(NamedTuple):
@@ -77,6 +81,7 @@ class PartitionPipeline:
             identity=Identity.from_fields(settings.identity_fields or None),
             window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
             latency=LatencyJoin(settings.latency_max_age_ms),
+            privacy=Privacy.from_settings(settings),
         )
 
     def __init__(
@@ -87,12 +92,14 @@ class PartitionPipeline:
         identity: Identity,
         window: DedupeWindow,
         latency: LatencyJoin,
+        privacy: Privacy,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.identity = identity
         self.window = window
         self.latency = latency
+        self.privacy = privacy
 
     def process(
         self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int
@@ -124,8 +131,9 @@ class PartitionPipeline:
         except Exception as error:  # noqa: BLE001 - a bug must dead-letter, never block
             return DeadLetter("enrich_failed", f"{type(error).__name__}: {error}")
         self._join_latency(event, received_at_ms)
+        self.privacy.apply(event)
         key = event["tracking_id"] or event["event_id"]
-        return Emit(key=key.encode(), value=orjson.dumps(event))
+        return Emit(key.encode(), orjson.dumps(event), cloudevents.headers(event))
 
     def restore(
         self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int

@@ -27,7 +27,7 @@ from common.env import SettingsError
 from common.kafka import KafkaSettings
 from consumers.processor.identity import Identity
 from consumers.replay import parse_time
-from consumers.settings import ProcessorSettings
+from consumers.settings import ProcessorGroupSettings
 from consumers.trace.find import Journey, Query, Topics, trace
 from consumers.trace.journey import Coordinates
 from consumers.trace.reader import Reader, TraceError
@@ -102,7 +102,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 async def run_trace(
-    settings: ProcessorSettings, query: Query, since_ms: int, until_ms: int
+    settings: ProcessorGroupSettings, query: Query, since_ms: int, until_ms: int
 ) -> tuple[Journey, Topics]:
     topics = Topics(settings.topics.raw.name, settings.topics.events.name, settings.topics.dlq.name)
     options = settings.kafka.client_options()
@@ -151,7 +151,7 @@ def main(
     query = Query(tracking_id=args.tracking_id, event_id=args.event_id, raw=args.raw)
     now_ms = int(time.time() * 1000)
     try:
-        settings = ProcessorSettings.from_environ(os.environ if environ is None else environ)
+        settings = ProcessorGroupSettings.from_environ(os.environ if environ is None else environ)
         since_ms = parse_time(args.since) if args.since else now_ms - DEFAULT_RANGE_MS
         until_ms = parse_time(args.until) if args.until else now_ms
     except (SettingsError, ValueError) as error:

@@ -5,7 +5,9 @@ accept) with the real helm and kubernetes-validate.
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,6 +26,8 @@ from tests.deploy.support import (
     CHART,
     DEFAULTS,
     KUBE_VERSIONS,
+    PSEUDONYM_KEY_SECRET,
+    REQUIRED_VALUES,
     SCENARIOS,
     component,
     helm_template,
@@ -37,6 +41,7 @@ from tests.deploy.support import (
 )
 from tests.deploy.test_image import command_runs
 
+PLACEHOLDER_CHARS = 64
 # Custom resources have no schema in kubernetes-validate; the chart may only make these.
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KafkaTopic"}
 SETTINGS: dict[str, Callable[[Mapping[str, str]], object]] = {
@@ -47,14 +52,15 @@ SETTINGS: dict[str, Callable[[Mapping[str, str]], object]] = {
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment; values from Secrets become placeholders."""
+    """The container's environment; values from Secrets become placeholders (`from-secret-<key>`,
+    padded to pass a length check such as the pseudonym key's)."""
     env = {}
     for variable in container.get("env", []):
         if "value" in variable:
             env[variable["name"]] = variable["value"]
         else:
             key = variable["valueFrom"]["secretKeyRef"]["key"]
-            env[variable["name"]] = f"from-secret-{key}"
+            env[variable["name"]] = f"from-secret-{key}".ljust(PLACEHOLDER_CHARS, ".")
     return env
 
 
@@ -204,7 +210,7 @@ def test_only_known_custom_resources(scenario: str) -> None:
 
     assert kinds - CUSTOM_KINDS <= {
         "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
-        "Pod", "PodDisruptionBudget", "Service", "ServiceAccount",
+        "Pod", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount",
     }  # fmt: skip
     if scenario == DEFAULTS:
         assert not kinds & CUSTOM_KINDS
@@ -502,7 +508,7 @@ def test_helm_test_posts_to_the_edge_service() -> None:
     assert pod["spec"]["restartPolicy"] == "Never"
     name, port = edge_service["metadata"]["name"], edge_service["spec"]["ports"][0]["port"]
     assert env["EDGE_URL"] == f"http://{name}:{port}/postbacks/helm-test"
-    assert env["EDGE_BASIC_AUTH_PASSWORD"] == "from-secret-password"
+    assert env["EDGE_BASIC_AUTH_PASSWORD"].startswith("from-secret-password")
 
 
 @pytest.mark.parametrize(
@@ -622,7 +628,7 @@ def notes(tmp_path: Path, *settings: str) -> str:
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
         'data:\n  notes: {{ include "test.notes" . | quote }}\n'
     )
-    args = [arg for setting in settings for arg in ("--set", setting)]
+    args = [*REQUIRED_VALUES, *[arg for setting in settings for arg in ("--set", setting)]]
     output = run(
         tool("helm"), "template", "pp", str(chart), "--show-only", "templates/zz-notes.yaml", *args
     )
@@ -657,3 +663,67 @@ def test_notes_stay_quiet_when_all_is_well(tmp_path: Path) -> None:
 
     assert "https://postbacks.example.com/postbacks/<source>" in text
     assert "NOTE" not in text
+
+
+def processor_env(*settings: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The processor's container and environment, rendered with `--set` settings only."""
+    manifests = render("default", *[arg for setting in settings for arg in ("--set", setting)])
+    (processor,) = [d for d in of_kind(manifests, "Deployment") if component(d) == "processor"]
+    (container,) = processor["spec"]["template"]["spec"]["containers"]
+    return container, env_of(container)
+
+
+def test_events_are_private_by_default_with_the_key_from_a_secret() -> None:
+    """The processor pseudonymises numbers and withholds content; its key never sits in a
+    manifest as a plain value."""
+    container, env = processor_env()
+    settings = ProcessorSettings.from_environ(env)
+    (key,) = [v for v in container["env"] if v["name"] == "EVENTS_PSEUDONYM_KEY"]
+
+    assert settings.pseudonymise_numbers is True
+    assert settings.include_content is False
+    assert key["valueFrom"]["secretKeyRef"] == {
+        "name": PSEUDONYM_KEY_SECRET,
+        "key": "pseudonym-key",
+    }
+
+
+def test_a_key_given_as_a_value_is_rendered_into_a_secret() -> None:
+    """Without an existing Secret the chart makes one and points the processor at it."""
+    key = "k" * 32
+    manifests = helm_template("--set", f"eventsPrivacy.pseudonymKey.value={key}").stdout
+    documents = [doc for doc in yaml.safe_load_all(manifests) if doc]
+    (secret,) = of_kind(documents, "Secret")
+    (processor,) = [d for d in of_kind(documents, "Deployment") if component(d) == "processor"]
+    (container,) = processor["spec"]["template"]["spec"]["containers"]
+    (reference,) = [v for v in container["env"] if v["name"] == "EVENTS_PSEUDONYM_KEY"]
+
+    assert reference["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    assert base64.b64decode(secret["data"]["pseudonym-key"]).decode() == key
+    assert key not in json.dumps(processor)
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ([], "eventsPrivacy.pseudonymKey: set existingSecret"),
+        (["eventsPrivacy.pseudonymKey.value=short"], "at least 32 characters"),
+    ],
+)
+def test_privacy_without_a_key_fails_the_render(settings: list[str], complaint: str) -> None:
+    """The chart asks for the pseudonym key instead of deploying a processor that cannot start."""
+    result = helm_template(*[arg for s in settings for arg in ("--set", s)], check=False)
+
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_turning_privacy_off_needs_no_key() -> None:
+    """Publishing numbers as given is an explicit choice, and then no Secret is involved."""
+    _, env = processor_env(
+        "eventsPrivacy.pseudonymiseNumbers=false", "eventsPrivacy.includeContent=true"
+    )
+    settings = ProcessorSettings.from_environ(env)
+
+    assert "EVENTS_PSEUDONYM_KEY" not in env
+    assert (settings.pseudonymise_numbers, settings.include_content) == (False, True)

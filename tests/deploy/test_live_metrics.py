@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.metrics.service import MetricsService
 from consumers.metrics.settings import MetricsSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import free_port
 from testkit.samples import all_malformed, all_valid, content_type
 from tests.deploy.support import (
@@ -144,6 +145,7 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
         "METRICS_PORT": "0",
         "METRICS_AUTO_OFFSET_RESET": "earliest",
         "LOG_LEVEL": "WARNING",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
     }
     processor = ProcessorProcess(env)
     async with (

@@ -136,6 +136,25 @@ the process to exit after its drain timeout. */}}
 {{- if gt (int .Values.edge.headerTimeoutSeconds) 9 }}
 {{- fail "edge.headerTimeoutSeconds: must stay below the provider's 10 s timeout" }}
 {{- end }}
+{{- include "postback-pipeline.validateEventsPrivacy" . }}
+{{- end }}
+
+{{/* Privacy is the default, so the pseudonym key is required unless turned off explicitly. */}}
+{{- define "postback-pipeline.validateEventsPrivacy" -}}
+{{- $privacy := .Values.eventsPrivacy }}
+{{- if $privacy.pseudonymiseNumbers }}
+{{- if not (or $privacy.pseudonymKey.existingSecret $privacy.pseudonymKey.value) }}
+{{- fail "eventsPrivacy.pseudonymKey: set existingSecret (a Secret holding EVENTS_PSEUDONYM_KEY, at least 32 characters, e.g. openssl rand -hex 32) or value; or set eventsPrivacy.pseudonymiseNumbers=false to publish subscribers' numbers as given" }}
+{{- end }}
+{{- if and (not $privacy.pseudonymKey.existingSecret) (lt (len $privacy.pseudonymKey.value) 32) }}
+{{- fail "eventsPrivacy.pseudonymKey.value: must be at least 32 characters (e.g. openssl rand -hex 32)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the pseudonym key: the operator's, or the one the chart renders. */}}
+{{- define "postback-pipeline.pseudonymKeySecret" -}}
+{{- default (printf "%s-events-privacy" (include "postback-pipeline.fullname" .)) .Values.eventsPrivacy.pseudonymKey.existingSecret }}
 {{- end }}
 
 {{/* Environment shared by every service: Kafka access, topics, logging. */}}
@@ -269,6 +288,18 @@ the process to exit after its drain timeout. */}}
   value: {{ join "," $processor.dedupeIdentityFields | quote }}
 - name: LATENCY_MAX_AGE_SECONDS
   value: {{ $processor.latencyMaxAgeSeconds | int64 | quote }}
+{{- $privacy := $root.Values.eventsPrivacy }}
+- name: EVENTS_PSEUDONYMISE_NUMBERS
+  value: {{ $privacy.pseudonymiseNumbers | quote }}
+- name: EVENTS_INCLUDE_CONTENT
+  value: {{ $privacy.includeContent | quote }}
+{{- if $privacy.pseudonymiseNumbers }}
+- name: EVENTS_PSEUDONYM_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "postback-pipeline.pseudonymKeySecret" $root }}
+      key: {{ $privacy.pseudonymKey.secretKey }}
+{{- end }}
 {{- else }}
 {{- $metrics := $root.Values.metrics -}}
 - name: METRICS_HOST

@@ -157,3 +157,17 @@ def test_console_at_info_quiets_the_kafka_clients_chatter(restore_logging: None)
     configure_logging("DEBUG", "console", stream=stream, environ={})
     logging.getLogger("aiokafka.consumer.group_coordinator").info("Joined group 'x'")
     assert stream.getvalue().splitlines()[-1].endswith("Joined group 'x'")
+
+
+def test_the_kafka_producers_record_values_never_reach_the_log(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    """aiokafka logs each value it sends at DEBUG; a postback's value holds a subscriber's number
+    and text, so that line is dropped while the client's other debug lines stay."""
+    configure_logging("DEBUG", stream=sys.stdout)
+    producer = logging.getLogger("aiokafka.producer.producer")
+    producer.debug("Sending (key=%s value=%s) to %s", b"k", b'{"from":"447700900461"}', "tp")
+    producer.debug("Flushing accumulated records in producer.")
+    output = capsys.readouterr().out
+    assert "447700900461" not in output
+    assert "Flushing accumulated records" in output

@@ -15,21 +15,22 @@ from prometheus_client import CollectorRegistry
 from consumers.instruments import ProcessorMetrics
 from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
-from consumers.processor.identity import Identity
-from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import PartitionPipeline
-from consumers.processor.window import DedupeWindow
+from consumers.settings import ProcessorSettings
 from consumers.writer import OutcomeWriter
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.traffic import delivery_reports
 from tests.unit.consumers.standins import TP, Clients, Consumer, Producer, records
+
+SETTINGS = ProcessorSettings.from_environ(
+    {"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY}
+)
 
 
 def owned_partition(
     producer: Producer, consumer: Consumer, clients: Clients, committed: int = 0
 ) -> OwnedPartition:
-    pipeline = PartitionPipeline(
-        "raw", 0, identity=Identity(), window=DedupeWindow(), latency=LatencyJoin()
-    )
+    pipeline = PartitionPipeline.from_settings(SETTINGS, "raw", 0)
     writer = OutcomeWriter(
         producer,  # type: ignore[arg-type]  # a stand-in
         events_topic="events",

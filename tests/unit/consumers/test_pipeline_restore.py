@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import Outcome, PartitionPipeline
+from consumers.processor.privacy import Privacy
 from consumers.processor.window import DedupeWindow
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.kafka_tools import ProducerRecord
 from testkit.samples import all_malformed, all_valid
 from testkit.traffic import as_raw, delivery_reports, with_retries
@@ -30,6 +32,7 @@ def new_pipeline(identity: Identity | None = None) -> PartitionPipeline:
         identity=identity or Identity(),
         window=DedupeWindow(),
         latency=LatencyJoin(max_age_ms=2 * 60 * MINUTE_MS),
+        privacy=Privacy(DEVELOPMENT_PSEUDONYM_KEY.encode(), include_content=False),
     )
 
 

@@ -11,11 +11,16 @@ from prometheus_client import CollectorRegistry
 from consumers.instruments import ProcessorMetrics
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.traffic import delivery_reports
 from tests.unit.consumers.standins import GroupConsumer, LoopClients, Producer, records
 
 SETTINGS = ProcessorSettings.from_environ(
-    {"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "PROCESSOR_COMMIT_INTERVAL_MS": "10"}
+    {
+        "KAFKA_BOOTSTRAP_SERVERS": "unused:9092",
+        "PROCESSOR_COMMIT_INTERVAL_MS": "10",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
+    }
 )
 
 

@@ -6,26 +6,32 @@ measured in the same run; prints one JSON document.
 What is measured
 ----------------
 - memory, at `--keys` and `--large-keys` keys per window: each structure in a fresh process
-  (so RSS growth is the structure's own), keys made as the runtime hands them over (a new
-  16-byte `bytes` per record, dropped by the caller), event times advancing so that one window
-  holds exactly that many keys, a commit every 500 records. RSS growth over the process's RSS
-  before the window existed, per key in the window: after filling one window (`fill`); then
-  under churn, slots expiring while keys keep arriving, for 1.5 windows more, sampled every
-  10,000 keys (`steady_median`, `steady_max`: the figure that counts); and the peak
-  (VmHWM, which includes the transient of a merge or a commit).
-- speed, at `--keys` keys spread over 5 h (all inside a 6 h window): `seen_or_add` calls per
-  second for new keys, then for the same keys again (duplicates), a commit every 500 calls as
-  the processor's batches do; and `seen_or_add_many` (the batch form) for the same.
-- changelog (the packed window only; the set window had none): `pending_delta()` + encode per
-  live batch of 500 (cost per key); a rebuild from those deltas (decode + `apply_delta` + the
-  first lookup, which merges them); `snapshot()`, encode, decode, and a rebuild from the
-  snapshot. The set window's way to rebuild, replay (`seen_or_add` + commit every 10,000
-  keys, as the runtime's restore does without parsing), is the baseline for both.
+  (so RSS growth is the structure's own), after a small warm-up window has run every code path
+  once (numpy's kernels are code pages touched on first use, a constant per process). Keys are
+  made as the runtime hands them over (a new 16-byte `bytes` per record, dropped by the
+  caller), event times advance so that one window holds exactly that many keys, and a commit
+  follows every 500 records. RSS growth over the process's RSS before the window existed, per
+  key in the window: after filling one window (`fill`); then under churn, slots expiring while
+  keys keep arriving, for 1.5 windows more, sampled every 10,000 keys (`steady_median`,
+  `steady_max`: the figures that count); and the peak (VmHWM, which includes the transient of
+  a merge or a commit).
+- speed, at `--keys` keys spread over 5 h (all inside a 6 h window), median of `--rounds`
+  fresh processes per structure, alternating: `seen_or_add` calls per second for new keys,
+  then for the same keys again (duplicates), a commit every 500 calls as the processor's
+  batches do; replay (`seen_or_add` + commit every 10,000 keys, as the runtime's restore does
+  without parsing); for the packed window also `seen_or_add_many` (the batch form), and the
+  packed window with its slot mask disabled (`runs-unmasked`: what the mask saves).
+- changelog (the packed window only; the set window had none), at both sizes: a live window's
+  `pending_delta()` + encode per batch of 500 (cost per key) and a rebuild from those deltas;
+  or its `snapshot()`, encode, decode and a rebuild from the snapshot. A rebuild is decode +
+  `apply_delta` + the first lookup (which merges what was applied), beside the live window and
+  the records; its peak is the RSS it adds (freed memory it reuses included). The set window's
+  only way to rebuild, replay, is the baseline (`ratio_to_set_replay`).
 - tracemalloc bytes per key at `--keys` (requested sizes, the structure's own).
 
 Keys come from a seeded generator and event times are synthetic, so runs compare; absolute
 speed swings with whatever else the machine is doing, so read the ratios. The set window is
-kept below, as it was, as the baseline. Runs in about three minutes, ~2 GB at 10 M keys.
+kept below, as it was, as the baseline. Runs in about ten minutes, ~2 GB at 10 M keys.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ _RESTORE_BATCH: Final = 10_000
 _CHUNK: Final = 10_000
 _CHURN_WINDOWS: Final = 1.5
 STRUCTURES: Final = ("sets", "runs")
+SOURCES: Final = ("deltas", "snapshot")  # what a rebuild of the packed window reads
 
 
 class SetWindow:
@@ -288,9 +295,6 @@ def child_speed(structure: str, count: int) -> dict[str, Any]:
         result["many_duplicate_per_s"] = round(
             count / _feed_many(batched, keys, times, _LIVE_BATCH)
         )
-        del batched
-        gc.collect()
-        result.update(_changelog(keys, times))
     return result
 
 
@@ -298,9 +302,12 @@ def _all_keys(seed: int, count: int) -> list[bytes]:
     return [digest for chunk in _key_chunks(seed, count) for digest in chunk]
 
 
-def _changelog(keys: list[bytes], times: list[int]) -> dict[str, Any]:
-    """Deltas of live batches, a rebuild from them; a snapshot, a rebuild from it."""
-    count = len(keys)
+def child_changelog(source: str, count: int) -> dict[str, Any]:
+    """A live window's deltas, or its snapshot, and a rebuild from them. The rebuild runs
+    beside the live window and the records (as a restarted processor holds the records it
+    read), and its peak is the RSS it adds at its highest."""
+    keys = _all_keys(2, count)
+    times = _times(count)
     live = DedupeWindow(_WINDOW_MS, count * 2)
     records: list[bytes] = []
     delta_s = 0.0
@@ -313,41 +320,40 @@ def _changelog(keys: list[bytes], times: list[int]) -> dict[str, Any]:
         records.append(encode(live.pending_delta()))
         delta_s += time.perf_counter() - started
         live.commit()
-
-    def rebuild(encoded: list[bytes]) -> float:
-        window = DedupeWindow(_WINDOW_MS, count * 2)
+    figures: dict[str, Any] = {}
+    if source == "deltas":
+        figures["pending_delta_and_encode_us_per_key"] = round(delta_s * 1e6 / count, 3)
+        figures["live_deltas"] = len(records)
+    else:
+        records.clear()
         started = time.perf_counter()
-        for record in encoded:
-            window.apply_delta(decode(record))
-        window.seen_or_add(keys[0], times[-1])  # the first lookup merges what was applied
-        elapsed = time.perf_counter() - started
-        assert len(window) == count
-        return elapsed
-
-    from_deltas_s = rebuild(records)
-    del records
+        parts = live.snapshot()
+        figures["snapshot_keys_per_s"] = round(count / (time.perf_counter() - started))
+        started = time.perf_counter()
+        records = [encode(part) for part in parts]
+        figures["encode_keys_per_s"] = round(count / (time.perf_counter() - started))
+        started = time.perf_counter()
+        for record in records:
+            decode(record)
+        figures["decode_keys_per_s"] = round(count / (time.perf_counter() - started))
+        figures["snapshot_parts"] = len(records)
+        del parts
     gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM restarts from the current RSS
+    before = _rss_bytes() or 0
+    window = DedupeWindow(_WINDOW_MS, count * 2)
     started = time.perf_counter()
-    parts = live.snapshot()
-    snapshot_s = time.perf_counter() - started
-    started = time.perf_counter()
-    encoded = [encode(part) for part in parts]
-    encode_s = time.perf_counter() - started
-    started = time.perf_counter()
-    for record in encoded:
-        decode(record)
-    decode_s = time.perf_counter() - started
-    from_snapshot_s = rebuild(encoded)
-    return {
-        "pending_delta_and_encode_us_per_key": round(delta_s * 1e6 / count, 3),
-        "rebuild_from_deltas_keys_per_s": round(count / from_deltas_s),
-        "live_deltas": -(-count // _LIVE_BATCH),
-        "snapshot_keys_per_s": round(count / snapshot_s),
-        "snapshot_parts": len(parts),
-        "encode_keys_per_s": round(count / encode_s),
-        "decode_keys_per_s": round(count / decode_s),
-        "rebuild_from_snapshot_keys_per_s": round(count / from_snapshot_s),
-    }
+    for record in records:
+        window.apply_delta(decode(record))
+    window.seen_or_add(keys[0], times[-1])  # the first lookup merges what was applied
+    elapsed = time.perf_counter() - started
+    peak = _status_kb("VmHWM") * 1024 - before
+    settled = (_rss_bytes() or 0) - before
+    assert len(window) == count
+    figures["rebuild_keys_per_s"] = round(count / elapsed)
+    figures["rebuild_peak_bytes_per_key"] = round(peak / count, 1)
+    figures["rebuilt_bytes_per_key"] = round(settled / count, 1)
+    return figures
 
 
 def child_traced(structure: str, count: int) -> dict[str, Any]:
@@ -373,6 +379,7 @@ def child_traced(structure: str, count: int) -> dict[str, Any]:
 
 
 _CHILDREN: Final[dict[str, Callable[[str, int], dict[str, Any]]]] = {
+    "changelog": child_changelog,
     "memory": child_memory,
     "speed": child_speed,
     "traced": child_traced,
@@ -497,8 +504,16 @@ def main() -> None:
         "memory": {str(args.keys): compare("memory", args.keys)},
         "traced": compare("traced", args.keys),
     }
+    sizes = [args.keys] if args.no_large else [args.keys, args.large_keys]
     if not args.no_large:
         result["memory"][str(args.large_keys)] = compare("memory", args.large_keys)
+    replay = result["speed"]["sets"]["replay_rebuild_keys_per_s"]
+    result["changelog"] = {}
+    for count in sizes:
+        for source in SOURCES:
+            figures = in_child("changelog", source, count)
+            figures["ratio_to_set_replay"] = round(figures["rebuild_keys_per_s"] / replay, 1)
+            result["changelog"].setdefault(str(count), {})[source] = figures
     result.update(latency_bytes_per_entry(args.latency_entries))
     result.update(latency_pairs_per_s(args.latency_entries))
     print(json.dumps(result, indent=1))

@@ -122,7 +122,7 @@ PROVIDER_RETRY_SPAN_MS: Final = 30 * 60 * 1000
 
 DEFAULT_WINDOW_MS: Final = 6 * 60 * 60 * 1000
 DEFAULT_MAX_KEYS: Final = 2_000_000
-"""About 2.2 M keys fill the default window at 100 postbacks/s per partition."""
+"""The cap's default (consumers.settings has its own); size it to the partition's traffic."""
 
 SLOTS_PER_WINDOW: Final = 4
 """More slots forget keys closer to `window_ms` but cost one more run lookup per new key."""
@@ -301,7 +301,9 @@ class DedupeWindow:
 
     def pending_delta(self) -> WindowDelta:
         """What `commit()` would add now: the pending keys that stay, by slot, and the high
-        water. Read it before `commit()` and write it in the batch's transaction."""
+        water. Read it before `commit()` and write it in the batch's transaction. A delta with
+        no keys still matters when its high water is past `high_water_ms` (expiry follows the
+        high water); one with neither changes nothing and need not be written."""
         first_live_id = self._live_id_at(self._high_water_ms)
         by_slot: dict[int, list[bytes]] = {}
         for digest, slot_id in self._pending.items():

@@ -33,8 +33,8 @@ KEYS_PER_BUCKET: Final = 8
 """Average keys per directory bucket of a run: under a byte of directory a key, and a find
 over 128 bytes."""
 
-Probe: TypeAlias = tuple[int, int, memoryview, bytearray]
-"""A run as a lookup reads it: (mask bit, directory shift, directory, keys)."""
+Probe: TypeAlias = tuple[int, memoryview, bytearray]
+"""A run as a lookup reads it: (directory shift, directory, keys)."""
 
 Rows: TypeAlias = npt.NDArray[np.uint64]
 """Digests as an (n, 2) array of big-endian uint64 halves: one row a digest."""
@@ -51,18 +51,17 @@ def prefix(digest: bytes) -> int:
     return int.from_bytes(digest[:4], "big") >> (32 - PREFIX_BITS)
 
 
-def holds(probes: Sequence[Probe], flags: int, head: int, digest: bytes) -> bool:
-    """Whether one of the runs whose mask bit is in `flags` holds `digest`, whose `prefix`
-    is `head`. The hot path of a lookup, hence probes rather than `Run` methods."""
-    for bit, shift, directory, keys in probes:
-        if flags & bit:
-            bucket = head >> shift
-            end = directory[bucket + 1]
-            at = keys.find(digest, directory[bucket], end)
-            while at >= 0:
-                if not at % DIGEST_SIZE:  # a match straddling two keys is no match
-                    return True
-                at = keys.find(digest, at + 1, end)
+def holds(probes: Sequence[Probe], head: int, digest: bytes) -> bool:
+    """Whether one of these runs holds `digest`, whose `prefix` is `head`. The hot path of a
+    lookup, hence probes rather than `Run` methods."""
+    for shift, directory, keys in probes:
+        bucket = head >> shift
+        end = directory[bucket + 1]
+        at = keys.find(digest, directory[bucket], end)
+        while at >= 0:
+            if not at % DIGEST_SIZE:  # a match straddling two keys is no match
+                return True
+            at = keys.find(digest, at + 1, end)
     return False
 
 
@@ -156,12 +155,12 @@ class Run:
     def rows(self) -> Rows:
         return rows_of(self.keys)
 
-    def probe(self, bit: int) -> Probe:
-        """What `holds` reads, tagged with the mask bit of this run's slot."""
-        return bit, self._shift, self._directory.data, self.keys
+    def probe(self) -> Probe:
+        """What `holds` reads."""
+        return self._shift, self._directory.data, self.keys
 
     def contains(self, digest: bytes) -> bool:
-        return holds((self.probe(1),), 1, prefix(digest), digest)
+        return holds((self.probe(),), prefix(digest), digest)
 
     def merged_with(self, rows: Rows) -> Run:
         """A run holding this run's keys and these rows (ascending, unique; repeats of ours
@@ -220,6 +219,15 @@ class SlotMask:
     @staticmethod
     def bit(slot_id: int) -> int:
         return 1 << (slot_id & 7)
+
+    @staticmethod
+    def by_flags(probes: Sequence[tuple[int, Probe]]) -> list[list[Probe]]:
+        """For each value of a mask byte, the probes of the (slot id, probe) pairs whose bit
+        it has, in the given order: a lookup reads one list instead of testing every bit."""
+        return [
+            [probe for slot_id, probe in probes if flags & SlotMask.bit(slot_id)]
+            for flags in range(256)
+        ]
 
     @property
     def nbytes(self) -> int:

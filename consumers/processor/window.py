@@ -154,6 +154,7 @@ class DedupeWindow:
         "_evicted_early",
         "_first_live_id",
         "_high_water_ms",
+        "_live_runs",
         "_mask",
         "_mask_shift",
         "_mask_table",
@@ -161,6 +162,7 @@ class DedupeWindow:
         "_next_horizon_ms",
         "_pending",
         "_probes",
+        "_probes_by_flags",
         "_recent",
         "_recent_min_slot",
         "_runs",
@@ -204,7 +206,9 @@ class DedupeWindow:
         self._evicted_early = 0
         self._first_live_id = 0
         self._next_horizon_ms = _NO_TIME
-        self._probes: list[Probe] = []
+        self._live_runs: tuple[tuple[int, Run], ...] = ()  # newest first
+        self._probes: list[Probe] = []  # the live runs, as lookups read them
+        self._probes_by_flags = SlotMask.by_flags(())  # the live runs a mask byte names
         self._recompute_live()
 
     def seen_or_add(self, digest: bytes, event_time_ms: int) -> bool:
@@ -227,8 +231,8 @@ class DedupeWindow:
             return True
         if self._probes:
             head = _from_bytes(digest, "big") >> _HEAD_SHIFT  # runs.prefix, cheaper
-            flags = self._mask_table[head >> self._mask_shift]
-            if flags and holds(self._probes, flags, head, digest):
+            probes = self._probes_by_flags[self._mask_table[head >> self._mask_shift]]
+            if probes and holds(probes, head, digest):
                 return True
         slot_id = event_time_ms // self._slot_ms
         if slot_id >= first_live_id:
@@ -255,10 +259,10 @@ class DedupeWindow:
         flags_of = np.frombuffer(mask.table, dtype=np.uint8)[heads_array >> mask.shift].tolist()
         heads = heads_array.tolist()
         pending, recent, slot_ms = self._pending, self._recent, self._slot_ms
-        high_water_ms, first_live_id, probes = (
+        high_water_ms, first_live_id, by_flags = (
             self._high_water_ms,
             self._first_live_id,
-            self._probes,
+            self._probes_by_flags,
         )
         answers: list[bool] = []
         answer = answers.append
@@ -269,12 +273,12 @@ class DedupeWindow:
                 high_water_ms = self._high_water_ms = event_time_ms
                 if event_time_ms >= self._next_horizon_ms:
                     self._recompute_live()  # the runs stay, so the mask bytes read stay true
-                    first_live_id, probes = self._first_live_id, self._probes
+                    first_live_id, by_flags = self._first_live_id, self._probes_by_flags
             slot_id = pending.get(digest)
             if slot_id is None or slot_id < first_live_id:
                 slot_id = recent.get(digest)
             if (slot_id is not None and slot_id >= first_live_id) or (
-                flags and holds(probes, flags, head, digest)
+                flags and holds(by_flags[flags], head, digest)
             ):
                 answer(True)
                 continue
@@ -505,11 +509,16 @@ class DedupeWindow:
         first_live_id = self._live_id_at(self._high_water_ms)
         self._first_live_id = first_live_id
         self._next_horizon_ms = (first_live_id + 1) * self._slot_ms + self._window_ms
-        self._probes = [
-            self._runs[slot_id].probe(SlotMask.bit(slot_id))
+        live_runs = tuple(
+            (slot_id, self._runs[slot_id])
             for slot_id in sorted(self._runs, reverse=True)  # newest first: retries are recent
             if slot_id >= first_live_id
-        ]
+        )
+        if live_runs != self._live_runs:  # most commits change no run
+            self._live_runs = live_runs
+            live = [(slot_id, run.probe()) for slot_id, run in live_runs]
+            self._probes = [probe for _, probe in live]
+            self._probes_by_flags = SlotMask.by_flags(live)
 
 
 def _time_or_none(time_ms: int) -> int | None:

@@ -141,6 +141,7 @@ def processor_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
         "KAFKA_TOPIC_RAW": f"bench.{run}.raw",
         "KAFKA_TOPIC_EVENTS": f"bench.{run}.events",
         "KAFKA_TOPIC_DLQ": f"bench.{run}.dlq",
+        "KAFKA_TOPIC_STATE": f"bench.{run}.state",
         "PROCESSOR_GROUP_ID": f"bench.{run}",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": f"bench.{run}",
         "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,

@@ -63,6 +63,7 @@ class Stack:
             "KAFKA_TOPIC_RAW": f"{run}.raw",
             "KAFKA_TOPIC_EVENTS": f"{run}.events",
             "KAFKA_TOPIC_DLQ": f"{run}.dlq",
+            "KAFKA_TOPIC_STATE": f"{run}.state",
             "PROCESSOR_GROUP_ID": run,
             "PROCESSOR_TRANSACTIONAL_ID_PREFIX": run,
             "METRICS_GROUP_ID": f"{run}.metrics",

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from consumers.changelog import Changelog
 from consumers.clients import ProcessorClients, stopped
 from consumers.instruments import ProcessorMetrics
 from consumers.processor.pipeline import PartitionPipeline
@@ -26,6 +27,7 @@ from consumers.writer import OutcomeWriter
 log = logging.getLogger("consumers.processor")
 
 RETRY_PAUSE_S: Final = 1.0
+UNKNOWN_OFFSET_PATIENCE_S: Final = 30.0
 
 
 class PartitionLost(RuntimeError):
@@ -46,6 +48,7 @@ class OwnedPartition:
         *,
         pipeline: PartitionPipeline,
         writer: OutcomeWriter,
+        changelog: Changelog,
         committed_offset: int,
         consumer: AIOKafkaConsumer,
         clients: ProcessorClients,
@@ -55,6 +58,7 @@ class OwnedPartition:
         self.tp = tp
         self.pipeline = pipeline
         self.writer = writer
+        self.changelog = changelog
         self.committed_offset = committed_offset
         self.next_offset = committed_offset
         self._consumer = consumer
@@ -63,6 +67,7 @@ class OwnedPartition:
         self._metrics = metrics
         self.uncommitted = 0  # records processed since the last commit
         self.first_uncommitted_at = 0.0  # monotonic time of the first of them
+        self.last_timestamp_ms: int | None = None  # the last processed record's timestamp
         self.busy: asyncio.Task[None] | None = None  # a commit in flight
 
     @property
@@ -84,6 +89,7 @@ class OwnedPartition:
             self.first_uncommitted_at = time.monotonic()
         self.uncommitted += len(records)
         self.next_offset = records[-1].offset + 1
+        self.last_timestamp_ms = records[-1].timestamp
         self._metrics.consumed.inc(len(records))
 
     def due(self, now: float, interval_s: float, max_records: int) -> bool:
@@ -94,7 +100,8 @@ class OwnedPartition:
     async def commit(self) -> None:
         """Write what was processed since the last commit, in one transaction, in this order:
 
-        1. begin the transaction and send the events and dead letters;
+        1. begin the transaction and send the events, the dead letters and the state's change
+           (to the state topic: a rebuild then sees exactly the committed changes);
         2. add the consumed offsets (`next_offset`) to the transaction;
         3. wait until Kafka wrote every record sent: aiokafka would commit over a failed one
            (a batch that expired in an outage longer than the request timeout), offsets
@@ -112,6 +119,13 @@ class OwnedPartition:
         try:
             await producer.begin_transaction()  # 1.
             await writer.send()
+            writer.deliveries += await self.changelog.send(
+                producer,
+                self.pipeline.pending_state(),
+                raw_from=self.committed_offset,
+                raw_next=self.next_offset,
+                timestamp_ms=self.last_timestamp_ms,
+            )
             await producer.send_offsets_to_transaction(  # 2.
                 {self.tp: self.next_offset}, self._group_id
             )
@@ -170,7 +184,14 @@ class OwnedPartition:
             )
 
     async def _committed(self) -> int:
-        """The group's committed offset for the partition, retried while Kafka is away."""
+        """The group's committed offset for the partition, retried while Kafka is away.
+
+        Right after a transaction ended, the coordinator may report no committed offset at
+        all until the transaction's markers are written (a pending transactional commit is
+        not visible): a missing offset is read again, until the one the partition had since
+        it was opened shows, or another one does.
+        """
+        deadline = time.monotonic() + UNKNOWN_OFFSET_PATIENCE_S
         while True:
             try:
                 committed = await self._consumer.committed(self.tp)
@@ -178,10 +199,12 @@ class OwnedPartition:
                 log.debug("reading the committed offset failed: %r; retrying", error)
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
-            if committed is None:
-                beginning: int = (await self._consumer.beginning_offsets([self.tp]))[self.tp]
+            if committed is not None:
+                return int(committed)
+            beginning: int = (await self._consumer.beginning_offsets([self.tp]))[self.tp]
+            if self.committed_offset <= beginning or time.monotonic() > deadline:
                 return beginning
-            return int(committed)
+            await asyncio.sleep(RETRY_PAUSE_S / 10)
 
     def _record_commit(self, seconds: float) -> None:
         metrics, writer, pipeline = self._metrics, self.writer, self.pipeline

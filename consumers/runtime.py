@@ -21,18 +21,20 @@ import logging
 import math
 import time
 from collections.abc import Iterable
+from functools import partial
 
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
 from common.startup import until_kafka_answers
 from common.topics import ensure_topics
+from consumers.changelog import Changelog, state_topic
 from consumers.clients import KafkaClients, ProcessorClients, stopped
 from consumers.instruments import ProcessorMetrics
 from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
 from consumers.processor.pipeline import PartitionPipeline
-from consumers.restore import restore_from_raw
+from consumers.restore import restore
 from consumers.settings import ProcessorSettings
 from consumers.writer import OutcomeWriter
 
@@ -68,12 +70,13 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         return sorted(tp.partition for tp in self._owned)
 
     async def start(self) -> None:
-        topics = self._settings.topics
-        async for attempt in until_kafka_answers(self._settings.kafka):
+        settings = self._settings
+        topics = settings.topics
+        span_ms = PartitionPipeline.from_settings(settings, topics.raw.name, 0).replay_span_ms
+        wanted = (*topics.all(), state_topic(settings, span_ms))
+        async for attempt in until_kafka_answers(settings.kafka):
             with attempt:
-                await ensure_topics(
-                    self._settings.kafka, topics.all(), create_missing=topics.create_missing
-                )
+                await ensure_topics(settings.kafka, wanted, create_missing=topics.create_missing)
         await self._consumer.start()
         self._consumer.subscribe([topics.raw.name], listener=self)
         self.started = True
@@ -215,14 +218,25 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             committed = await self._consumer.committed(tp)
             if committed is None:
                 committed = (await self._consumer.beginning_offsets([tp]))[tp]
+            topics = self._settings.topics
+            changelog = Changelog(self._settings.state_topic, tp.partition)
             parked = self._parked.pop(tp, None)
             if parked is not None and parked[1] == committed:
                 pipeline = parked[0]  # nobody processed it since it was ours: state still valid
+                self._metrics.partition_opens.labels("kept").inc()
             else:
-                pipeline = PartitionPipeline.from_settings(self._settings, tp.topic, tp.partition)
-                await restore_from_raw(self._clients, tp, pipeline, committed, self._metrics)
+                pipeline = await restore(
+                    self._clients,
+                    tp,
+                    partial(
+                        PartitionPipeline.from_settings, self._settings, tp.topic, tp.partition
+                    ),
+                    committed,
+                    changelog=changelog,
+                    producer=producer,
+                    metrics=self._metrics,
+                )
             self._consumer.seek(tp, committed)
-            topics = self._settings.topics
             raw_partitions = self._consumer.partitions_for_topic(tp.topic)
             events_partitions = await producer.partitions_for(topics.events.name)
             writer = OutcomeWriter(
@@ -242,6 +256,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             tp,
             pipeline=pipeline,
             writer=writer,
+            changelog=changelog,
             committed_offset=committed,
             consumer=self._consumer,
             clients=self._clients,

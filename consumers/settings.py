@@ -46,6 +46,8 @@ class ProcessorSettings(ProcessorGroupSettings):
     transactional_id_prefix: str = setting(
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX", text, "postback-processor"
     )
+    # Each partition's state changes, written with its events (consumers/changelog.py).
+    state_topic: str = setting("KAFKA_TOPIC_STATE", text, "postbacks.processor-state")
     commit_interval_ms: int = setting("PROCESSOR_COMMIT_INTERVAL_MS", integer(minimum=1), 100)
     commit_max_records: int = setting("PROCESSOR_COMMIT_MAX_RECORDS", integer(minimum=1), 5000)
     # The coordinator aborts (and fences) a transaction left open longer than this: the most

@@ -230,6 +230,7 @@ async def run_drill(
         "KAFKA_TOPIC_RAW": topics["raw"],
         "KAFKA_TOPIC_EVENTS": topics["events"],
         "KAFKA_TOPIC_DLQ": topics["dlq"],
+        "KAFKA_TOPIC_STATE": f"{prefix}.state",
         "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
         "KAFKA_TOPIC_REPLICATION_FACTOR": "3",
         "PROCESSOR_GROUP_ID": f"{prefix}.processor",

@@ -68,6 +68,7 @@ def base_env(kafka_bootstrap: str, topic_prefix: str) -> dict[str, str]:
         "KAFKA_TOPIC_RAW": f"{topic_prefix}.raw",
         "KAFKA_TOPIC_EVENTS": f"{topic_prefix}.events",
         "KAFKA_TOPIC_DLQ": f"{topic_prefix}.dlq",
+        "KAFKA_TOPIC_STATE": f"{topic_prefix}.state",
         "KAFKA_STARTUP_TIMEOUT_SECONDS": "20",
         "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
     }

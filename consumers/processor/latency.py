@@ -86,6 +86,11 @@ _REPLACES: Final = 0x01
 Op = tuple[int, int, str, int]  # operation, slot id, tracking id, occurred_ms (0 for a take)
 
 
+def op_bytes(op: Op) -> int:
+    """The encoded size of one operation."""
+    return _OP.size + len(op[2].encode()) + (_TIME.size if op[0] <= WAIT_FINAL else 0)
+
+
 class LatencyDelta(NamedTuple):
     """What one committed batch changed in a latency join (see the module docstring)."""
 

@@ -24,6 +24,7 @@ from consumers.processor.latency import Latency, LatencyJoin
 from consumers.processor.parse import Unparseable, parse
 from consumers.processor.privacy import Privacy
 from consumers.processor.rawmeta import RawMeta
+from consumers.processor.state import StateDelta
 from consumers.processor.window import DedupeWindow
 
 if TYPE_CHECKING:  # settings read Kafka's admin types; the pipeline imports no Kafka client
@@ -181,6 +182,23 @@ class PartitionPipeline:
         if leg.is_final is True:
             return self.latency.observe_final(tracking_id, occurred_ms, received_at_ms)
         return None
+
+    def pending_state(self) -> StateDelta:
+        """What the batch since the last commit changed in the state; the runtime writes it to
+        the state topic in the batch's transaction. Take it before `commit()`."""
+        return StateDelta(self.window.pending_delta(), self.latency.pending_delta())
+
+    def apply_state(self, delta: StateDelta) -> None:
+        """Change the state as processing and committing that delta's batch did."""
+        self.window.apply_delta(delta.window)
+        self.latency.apply_delta(delta.latency)
+        self.latency.commit()
+
+    def snapshot(self) -> StateDelta:
+        """The committed state as one delta that replaces any state it is applied to (cut it
+        with `state.in_parts` to write it)."""
+        (window,) = self.window.snapshot(max_bytes=2**62)
+        return StateDelta(window, self.latency.snapshot())
 
     def commit(self) -> None:
         self.window.commit()

@@ -137,6 +137,7 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
         "KAFKA_TOPIC_RAW": f"test.deploy.{run}.raw",
         "KAFKA_TOPIC_EVENTS": f"test.deploy.{run}.events",
         "KAFKA_TOPIC_DLQ": f"test.deploy.{run}.dlq",
+        "KAFKA_TOPIC_STATE": f"test.deploy.{run}.state",
         "KAFKA_STARTUP_TIMEOUT_SECONDS": "20",
         "PROCESSOR_GROUP_ID": f"deploy-{run}",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": f"deploy-{run}",

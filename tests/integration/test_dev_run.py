@@ -43,6 +43,7 @@ def test_dev_run_prints_readable_lines_then_the_commands_to_try_once_ready(
         "KAFKA_TOPIC_RAW": f"test.dev.{run}.raw",
         "KAFKA_TOPIC_EVENTS": f"test.dev.{run}.events",
         "KAFKA_TOPIC_DLQ": f"test.dev.{run}.dlq",
+        "KAFKA_TOPIC_STATE": f"test.dev.{run}.state",
         "PROCESSOR_GROUP_ID": f"dev-processor-{run}",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": f"dev-processor-{run}",
         "METRICS_GROUP_ID": f"dev-metrics-{run}",

@@ -23,6 +23,7 @@ from consumers.processor.parse import parse
 from consumers.settings import ProcessorSettings
 from consumers.trace.cli import run_trace
 from consumers.trace.find import Journey, Query
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.kafka_tools import produce, topic_size
 from testkit.samples import load
 from testkit.traffic import as_raw, delivery_reports, hours_ago_ms
@@ -84,6 +85,8 @@ async def scenario(kafka_bootstrap: str) -> AsyncIterator[Scenario]:
             "KAFKA_TOPIC_RAW": f"{prefix}.raw",
             "KAFKA_TOPIC_EVENTS": f"{prefix}.events",
             "KAFKA_TOPIC_DLQ": f"{prefix}.dlq",
+            "KAFKA_TOPIC_STATE": f"{prefix}.state",
+            "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
         }
     )
     settings = ProcessorSettings.from_environ(env)

@@ -91,7 +91,7 @@ class Producer:
         return self._written()
 
     async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[Any]:
-        await self._step("send")
+        await self._step(f"send {topic}")
         return self._written()
 
     async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
@@ -200,7 +200,7 @@ class GroupConsumer(Consumer):
 
 
 class Reader:
-    """A restore reader over an empty raw topic."""
+    """A restore reader over empty raw and state topics."""
 
     async def start(self) -> None:
         pass
@@ -209,6 +209,9 @@ class Reader:
         pass
 
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(tps, 0)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return dict.fromkeys(tps, 0)
 
     async def stop(self) -> None:

@@ -12,6 +12,7 @@ import pytest
 from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import CollectorRegistry
 
+from consumers.changelog import Changelog
 from consumers.instruments import ProcessorMetrics
 from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
@@ -41,6 +42,7 @@ def owned_partition(
         TP,
         pipeline=pipeline,
         writer=writer,
+        changelog=Changelog("state", 0),
         committed_offset=committed,
         consumer=consumer,  # type: ignore[arg-type]  # a stand-in
         clients=clients,  # type: ignore[arg-type]  # a stand-in
@@ -60,7 +62,7 @@ async def test_a_commit_writes_then_offsets_then_waits_for_every_write_then_comm
     assert journal == []  # processing does no I/O
     assert len(partition.pipeline.window) == 5  # pending in the state...
     await partition.commit()
-    assert journal == ["begin", "send_batch", "offsets 5", "commit"]
+    assert journal == ["begin", "send_batch", "send state", "offsets 5", "commit"]
     assert partition.committed_offset == 5
     partition.process(records(bodies, first_offset=5))  # ...and kept: retries are duplicates
     assert partition.writer.duplicates == 5

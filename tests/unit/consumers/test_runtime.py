@@ -69,6 +69,6 @@ async def test_a_partition_whose_commit_hangs_holds_up_no_other_partition() -> N
     stop.set()
     await running
     assert journals[0] == [
-        "begin", "send_batch", "offsets 10", "commit",
-        "begin", "send_batch", "offsets 20", "commit",
+        "begin", "send_batch", "send postbacks.processor-state", "offsets 10", "commit",
+        "begin", "send_batch", "send postbacks.processor-state", "offsets 20", "commit",
     ]  # fmt: skip

@@ -174,6 +174,8 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         Done here, one partition's restore would hold up every other partition, and an
         exception would vanish: aiokafka logs and drops what a rebalance callback raises.
         """
+        for tp in [tp for tp in self._parked if tp not in assigned]:
+            del self._parked[tp]  # gone elsewhere: its state would only take memory
         for tp in sorted(assigned):
             if tp not in self._owned and tp not in self._opening:
                 self._consumer.pause(tp)

@@ -14,7 +14,7 @@ from typing import IO, Self
 import httpx
 import pytest
 
-from devstack.kafka import free_port
+from devstack.kafka import die_with_parent, free_port
 
 
 class ServiceProcess:
@@ -40,6 +40,7 @@ class ServiceProcess:
             env=self._env,
             stdout=self._output,
             stderr=None if self._output is None else asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent,  # no service outlives a killed test run
         )
         async with httpx.AsyncClient(timeout=2) as client:
             deadline = time.monotonic() + 60

@@ -207,7 +207,7 @@ class OwnedPartition:
             await asyncio.sleep(RETRY_PAUSE_S / 10)
 
     def _record_commit(self, seconds: float) -> None:
-        metrics, writer, pipeline = self._metrics, self.writer, self.pipeline
+        metrics, writer = self._metrics, self.writer
         metrics.transaction_seconds.observe(seconds)
         metrics.transactions.labels("committed").inc()
         metrics.emitted.inc(writer.emitted)
@@ -215,6 +215,11 @@ class OwnedPartition:
         for reason, count in writer.dead_letters.items():
             metrics.dead_letters.labels(reason).inc(count)
         writer.clear()
+        self.report_state()
+
+    def report_state(self) -> None:
+        """Set the partition's gauges: lag, and what its state holds."""
+        metrics, pipeline = self._metrics, self.pipeline
         label = str(self.tp.partition)
         highwater = self._consumer.highwater(self.tp)
         if highwater is not None:

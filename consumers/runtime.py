@@ -199,6 +199,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             return
         del self._opening[tp]
         self._owned[tp] = owned
+        owned.report_state()
         self._metrics.assigned_partitions.set(len(self._owned))
         self._consumer.resume(tp)
         log.info("partition ready", extra={"fields": {"partition": tp.partition}})

@@ -1,10 +1,13 @@
 """Sorted, packed sets of 16-byte digests: where the dedupe window keeps its keys.
 
-A `Run` holds digests concatenated in one `bytearray`, in ascending order (as unsigned
-big-endian numbers) and free of repeats: 16 bytes a key, where a `bytes` object in a Python set
-costs 80-100. A directory of byte offsets by the digests' leading bits (a uint32 per bucket of
-a few keys) narrows a lookup to a few neighbouring keys, which one `bytearray.find` compares in
-full, in C. Digests are BLAKE2b outputs, so their leading bits are uniform and need no hashing.
+A `Run` holds digests concatenated in one buffer, in ascending order (as unsigned big-endian
+numbers) and free of repeats: 16 bytes a key, where a `bytes` object in a Python set costs
+80-100. A directory of byte offsets by the digests' leading bits (a uint32 per bucket of a few
+keys) narrows a lookup to a few neighbouring keys, which one `find` compares in full, in C.
+Digests are BLAKE2b outputs, so their leading bits are uniform and need no hashing. Large runs
+live in anonymous memory maps of their own rather than on the C heap: every merge frees a run
+and allocates a slightly larger one, and glibc would keep the freed ones' space on its heap
+instead of returning it to the system.
 
 Lookups take a `prefix`: the digest's leading `PREFIX_BITS` bits, small enough to be a
 single-digit Python int, so that the arithmetic of a lookup allocates little.
@@ -21,6 +24,7 @@ say "maybe" or "certainly not"; every "seen" answer still comes from comparing w
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Sequence
 from typing import Final, TypeAlias
 
@@ -29,11 +33,16 @@ import numpy.typing as npt
 
 DIGEST_SIZE: Final = 16
 PREFIX_BITS: Final = 30
+MAPPED_RUN_BYTES: Final = 1 << 20
+"""Runs this large or larger get a memory map of their own."""
 KEYS_PER_BUCKET: Final = 8
 """Average keys per directory bucket of a run: under a byte of directory a key, and a find
 over 128 bytes."""
 
-Probe: TypeAlias = tuple[int, memoryview, bytearray]
+Keys: TypeAlias = bytearray | mmap.mmap
+"""A run's digests, concatenated: both have the buffer protocol and `find`."""
+
+Probe: TypeAlias = tuple[int, memoryview, Keys]
 """A run as a lookup reads it: (directory shift, directory, keys)."""
 
 Rows: TypeAlias = npt.NDArray[np.uint64]
@@ -65,7 +74,7 @@ def holds(probes: Sequence[Probe], head: int, digest: bytes) -> bool:
     return False
 
 
-def rows_of(digests: bytes | bytearray | memoryview) -> Rows:
+def rows_of(digests: bytes | Keys | memoryview) -> Rows:
     """A view of concatenated digests as rows (no copy)."""
     if len(digests) % DIGEST_SIZE:
         raise ValueError(
@@ -84,9 +93,15 @@ def digests_of(rows: Rows) -> bytes:
     return rows.astype(_HALVES, copy=False).tobytes()
 
 
-def _packed(rows: Rows) -> bytearray:
-    """The rows as concatenated digests in a new bytearray, copied once."""
-    keys = bytearray(len(rows) * DIGEST_SIZE)
+def _allocate(size: int) -> Keys:
+    """A zeroed buffer for a run: its own memory map when large, so that freeing it returns
+    the memory to the system."""
+    return mmap.mmap(-1, size) if size >= MAPPED_RUN_BYTES else bytearray(size)
+
+
+def _packed(rows: Rows) -> Keys:
+    """The rows as concatenated digests in a new buffer, copied once."""
+    keys = _allocate(len(rows) * DIGEST_SIZE)
     rows_of(keys)[:] = rows
     return keys
 
@@ -128,7 +143,7 @@ class Run:
 
     __slots__ = ("_directory", "_shift", "keys")
 
-    def __init__(self, keys: bytearray) -> None:
+    def __init__(self, keys: Keys) -> None:
         """`keys`: digests already in ascending order without repeats, concatenated."""
         self.keys = keys
         count = len(keys) // DIGEST_SIZE
@@ -181,7 +196,7 @@ class Run:
             # (about once in a million windows of ten million keys). The slow, general way.
             return Run.of(concat((old, rows)))
         at += np.arange(len(rows))  # where each new key lands in the merged run
-        keys = bytearray(len(self.keys) + rows.nbytes)
+        keys = _allocate(len(self.keys) + rows.nbytes)
         merged = np.frombuffer(keys, dtype=_DIGEST)
         is_old = np.ones(len(merged), dtype=bool)
         is_old[at] = False
@@ -192,7 +207,11 @@ class Run:
 
     def without_smallest(self, count: int) -> Run:
         """This run less its `count` smallest digests."""
-        return Run(self.keys[count * DIGEST_SIZE :])
+        kept = memoryview(self.keys)[count * DIGEST_SIZE :]
+        keys = _allocate(len(kept))
+        memoryview(keys)[:] = kept
+        kept.release()
+        return Run(keys)
 
     def digests(self, start: int = 0, stop: int | None = None) -> bytes:
         """Keys `start` to `stop` in ascending order, concatenated."""

@@ -51,7 +51,7 @@ Contract (what the runtime may rely on)
 How the keys are held, and why
 ------------------------------
 Per live slot, one `Run` (`consumers.processor.runs`): the slot's digests sorted and packed end
-to end in a bytearray, with a directory of offsets by their leading bits, about 17 bytes a key.
+to end in one buffer, with a directory of offsets by their leading bits, about 17 bytes a key.
 A `SlotMask` (a byte per bucket of digest prefixes, a bit per slot) says which runs may hold a
 prefix, so most lookups of a new key read no run at all. Keys committed since the last merge
 wait in a dict (digest -> slot id) until it holds a 64th of the window (at least

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from consumers.processor.runs import (
     DIGEST_SIZE,
     EMPTY_RUN,
+    MAPPED_RUN_BYTES,
     Run,
     SlotMask,
     prefix,
@@ -102,3 +103,17 @@ def test_mask_names_every_slot_that_holds_a_prefix() -> None:
         for slot, run in runs.items():
             heads = [prefix(run.digests(i, i + 1)) >> candidate.shift for i in range(len(run))]
             assert all(table[heads] & SlotMask.bit(slot))
+
+
+def test_runs_large_enough_for_a_memory_map_answer_the_same() -> None:
+    """A run past MAPPED_RUN_BYTES (kept in a memory map of its own) merges, trims and
+    answers exactly as a small one."""
+    count = MAPPED_RUN_BYTES // DIGEST_SIZE + 100
+    keys = sorted(digest(n) for n in range(count + 10))
+    run = run_of(*keys[:count])
+    assert len(run.keys) >= MAPPED_RUN_BYTES
+    merged = run.merged_with(rows_of(b"".join(keys[count:])))
+    assert merged.digests() == b"".join(keys)
+    trimmed = merged.without_smallest(5)
+    assert trimmed.digests() == b"".join(keys[5:])
+    assert [trimmed.contains(d) for d in (keys[4], keys[5], keys[-1])] == [False, True, True]

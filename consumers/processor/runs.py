@@ -45,6 +45,7 @@ Keys: TypeAlias = bytearray | mmap.mmap
 Probe: TypeAlias = tuple[int, memoryview, Keys]
 """A run as a lookup reads it: (directory shift, directory, keys)."""
 
+U64: TypeAlias = npt.NDArray[np.uint64]
 Rows: TypeAlias = npt.NDArray[np.uint64]
 """Digests as an (n, 2) array of big-endian uint64 halves: one row a digest."""
 
@@ -113,23 +114,47 @@ def prefixes(rows: Rows) -> npt.NDArray[np.uint32]:
 
 
 def sort_unique(rows: Rows) -> Rows:
-    """The rows in ascending order, each once. Cheap when already sorted (a snapshot), and when
-    made of sorted stretches (deltas of live batches): the stable sort merges them."""
+    """The rows in ascending order, each once. Cheap when already sorted (a snapshot)."""
     if len(rows) < 2:
         return rows
     hi = rows[:, 0].astype(np.uint64)
     if np.all(hi[1:] > hi[:-1]):
         return rows
-    order = np.argsort(hi, kind="stable")
-    hi = hi[order]
-    if not np.any(hi[1:] == hi[:-1]):
-        return _gather(rows, order)
-    # Equal leading halves: a repeat, or 64 bits shared by two digests. Order by both halves.
-    order = np.lexsort((rows[:, 1].astype(np.uint64), rows[:, 0].astype(np.uint64)))
-    hi, lo = rows[order, 0], rows[order, 1]
-    keep = np.ones(len(order), dtype=bool)
-    np.logical_or(hi[1:] != hi[:-1], lo[1:] != lo[:-1], out=keep[1:])
-    return _gather(rows, order[keep])
+    order = _order_by_top_bits(hi)
+    top = hi[order] >> np.uint64(32)
+    tied = np.flatnonzero(top[1:] == top[:-1])  # a few hundred in millions of digests
+    if len(tied):
+        _order_ties(rows, order, tied)
+        sorted_hi, sorted_lo = rows[order, 0], rows[order, 1]
+        keep = np.ones(len(order), dtype=bool)
+        np.logical_or(
+            sorted_hi[1:] != sorted_hi[:-1], sorted_lo[1:] != sorted_lo[:-1], out=keep[1:]
+        )
+        if not keep.all():
+            order = order[keep]
+    return _gather(rows, order)
+
+
+def _order_by_top_bits(hi: U64) -> npt.NDArray[np.intp]:
+    """The order of `hi` by its top 32 bits: two passes of numpy's radix sort (stable argsort
+    of 16-bit digits, least significant first), twice as fast as a comparison sort here."""
+    low_digit = (hi >> np.uint64(32)).astype(np.uint16)
+    order = np.argsort(low_digit, kind="stable")
+    high_digit = (hi >> np.uint64(48)).astype(np.uint16)
+    return order[np.argsort(high_digit[order], kind="stable")]
+
+
+def _order_ties(rows: Rows, order: npt.NDArray[np.intp], tied: npt.NDArray[np.intp]) -> None:
+    """Put each stretch of `order` whose rows share their top 32 bits (`tied` marks the
+    first of each equal neighbour pair) in full (hi, lo) order, in place."""
+    breaks = np.flatnonzero(np.diff(tied) != 1)
+    starts = np.concatenate((tied[:1], tied[breaks + 1]))
+    stops = np.concatenate((tied[breaks], tied[-1:])) + 2
+    for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+        stretch = order[start:stop]
+        order[start:stop] = stretch[
+            np.lexsort((rows[stretch, 1].astype(np.uint64), rows[stretch, 0].astype(np.uint64)))
+        ]
 
 
 def _gather(rows: Rows, order: npt.NDArray[np.intp]) -> Rows:
@@ -220,6 +245,33 @@ class Run:
 
 
 EMPTY_RUN: Final = Run(bytearray())
+
+
+class Staging:
+    """Digests appended for one slot, to be sorted into a run in one go: a buffer that
+    doubles as it fills, in a memory map of its own once large, like a run."""
+
+    __slots__ = ("_buffer", "_size")
+
+    def __init__(self) -> None:
+        self._buffer: Keys = bytearray()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size // DIGEST_SIZE
+
+    def append(self, digests: bytes) -> None:
+        size = self._size + len(digests)
+        if size > len(self._buffer):
+            bigger = _allocate(max(size, 2 * len(self._buffer)))
+            memoryview(bigger)[: self._size] = memoryview(self._buffer)[: self._size]
+            self._buffer = bigger
+        memoryview(self._buffer)[self._size : size] = digests
+        self._size = size
+
+    def rows(self) -> Rows:
+        """The digests appended, as rows over the buffer (no copy)."""
+        return rows_of(memoryview(self._buffer)[: self._size])
 
 
 class SlotMask:

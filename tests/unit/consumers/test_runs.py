@@ -117,3 +117,22 @@ def test_runs_large_enough_for_a_memory_map_answer_the_same() -> None:
     trimmed = merged.without_smallest(5)
     assert trimmed.digests() == b"".join(keys[5:])
     assert [trimmed.contains(d) for d in (keys[4], keys[5], keys[-1])] == [False, True, True]
+
+
+_tied_digests = st.lists(
+    st.builds(
+        bytes.__add__,
+        st.sampled_from([PREFIX, PREFIX[::-1], bytes(4)]),  # many share their top 32 bits
+        st.binary(min_size=12, max_size=12).map(lambda rest: rest[:2] * 6),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(digests=_tied_digests)
+def test_sort_unique_orders_digests_that_share_their_leading_bits(digests: list[bytes]) -> None:
+    """Digests equal in their first 4 or 8 bytes, repeated, in any order, come out ascending
+    as unsigned numbers and each once."""
+    rows = sort_unique(rows_of(b"".join(digests)))
+    assert rows.astype(">u8").tobytes() == b"".join(sorted(set(digests)))

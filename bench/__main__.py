@@ -20,13 +20,12 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from bench.support import ROOT, result_path
+
 DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- bench:summary:begin (written by python -m bench) -->"
 END = "<!-- bench:summary:end -->"
@@ -36,95 +35,49 @@ END = "<!-- bench:summary:end -->"
 class Benchmark:
     id: str
     module: str
-    result: str  # file name under bench/results
-    args: tuple[str, ...]
-    quick_args: tuple[str, ...]
-    out_flag: str = "--out"
+    result: str  # bench/results/<result>.json
+    quick: str  # the arguments of `--quick`: short runs that show it works
     needs: tuple[str, ...] = ()  # install scripts to run first
 
 
 BENCHMARKS = (
-    Benchmark("B1", "bench.serial", "serial.json", (), ("--count", "300", "--rounds", "1")),
+    Benchmark("B1", "bench.serial", "serial", "--count 300 --rounds 1"),
     Benchmark(
         "B2",
         "bench.concurrent",
-        "concurrent.json",
-        (),
-        ("--connections", "1,64", "--duration", "1", "--rounds", "1", "--warm-up", "1"),
-        out_flag="--json-out",
+        "concurrent",
+        "--connections 1 64 --duration 1 --rounds 1 --warm-up 1",
         needs=("tools/install-wrk.sh",),
     ),
     Benchmark(
         "B3",
         "bench.processor",
-        "processor.json",
-        (),
-        (
-            "--count",
-            "5000",
-            "--rounds",
-            "1",
-            "--warm-up-s",
-            "1",
-            "--burst",
-            "1000",
-            "--intervals",
-            "100",
-            "--probe-seconds",
-            "1",
-            "--probe-rounds",
-            "1",
-            "--state-keys",
-            "10000",
-        ),
+        "processor",
+        "--count 5000 --rounds 1 --warm-up-s 1 --burst 1000 --intervals 100 --probe-seconds 1 "
+        "--probe-rounds 1",
     ),
     Benchmark(
         "B4",
         "bench.end_to_end",
-        "end_to_end.json",
-        (),
-        (
-            "--rates",
-            "100",
-            "--seconds",
-            "2",
-            "--rounds",
-            "1",
-            "--warm-up-records",
-            "500",
-            "--warm-up-s",
-            "1",
-        ),
+        "end_to_end",
+        "--rates 100 --seconds 2 --rounds 1 --warm-up-records 500 --warm-up-s 1",
     ),
     Benchmark(
         "B5",
         "bench.memory",
-        "memory.json",
-        (),
-        (
-            "--count",
-            "3000",
-            "--http-count",
-            "300",
-            "--http-max-s",
-            "3",
-            "--idle-s",
-            "1",
-            "--settle-s",
-            "1",
-            "--state-keys",
-            "10000",
-        ),
+        "memory",
+        "--count 3000 --http-count 300 --http-max-s 3 --idle-s 1 --settle-s 1 --state-keys 10000",
     ),
+    Benchmark("B6", "bench.state", "state", "--keys 20000 --settle-s 1"),
 )
 
 
 def run_benchmark(benchmark: Benchmark, *, quick: bool) -> float:
     for script in benchmark.needs:
         subprocess.run(["bash", str(ROOT / script)], check=True, stdout=subprocess.DEVNULL)
-    args = benchmark.quick_args if quick else benchmark.args
-    out = RESULTS / benchmark.result
-    command = [sys.executable, "-m", benchmark.module, *args, benchmark.out_flag, str(out)]
+    args = benchmark.quick.split() if quick else []
+    out = result_path(benchmark.result)
+    command = [sys.executable, "-m", benchmark.module, *args, "--out", str(out)]
     print(f"== {benchmark.id}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
     started = time.monotonic()
     subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -151,7 +104,7 @@ def _rate(value: float) -> str:
 
 def b1_rows(r: dict[str, Any]) -> list[Row]:
     med = r["median_rates"]
-    return [
+    rows = [
         Row(
             "B1",
             "serial postbacks/s, one keep-alive connection, durable acks",
@@ -171,6 +124,20 @@ def b1_rows(r: dict[str, Any]) -> list[Row]:
             None,
         ),
     ]
+    sim = r.get("simulator_client")  # absent from results written before it was measured
+    if sim is not None:
+        rows.append(
+            Row(
+                "B1",
+                "serial postbacks/s with the simulator's serial mode as the client",
+                _rate(med["edge_simulator"]),
+                f"{_rate(sim['ideal_rate'])} = 1/(1/produce + 1/http {med['http_simulator']:,})",
+                f"{sim['ratio_edge_to_ideal']:.2f}",
+                "",
+                None,
+            )
+        )
+    return rows
 
 
 def b2_rows(r: dict[str, Any]) -> list[Row]:
@@ -273,12 +240,40 @@ def b5_rows(r: dict[str, Any]) -> list[Row]:
         ),
         Row(
             "B5",
-            "restore: seconds per million raw records",
-            f"{restore['s_per_million_records']:.0f}",
-            f"bare re-read {_rate(restore['bare_reread_records_per_s'])}",
-            f"{restore['ratio_restore_to_bare_reread']:.2f}",
+            "restore from the state topic: seconds per million keys",
+            f"{restore['s_per_million_keys']:.2f}",
+            "",
+            "",
             "",
             None,
+        ),
+    ]
+
+
+def b6_rows(r: dict[str, Any]) -> list[Row]:
+    state, raw, memory = (
+        r["rebuild_from_state_topic"],
+        r["rebuild_from_raw_topic"],
+        r["memory"],
+    )
+    return [
+        Row(
+            "B6",
+            f"rebuild, restart to all partitions open ({r['dedupe_keys'] / 1e6:.1f} M keys)",
+            f"{_rate(state['keys_per_s'])} keys, {state['s_per_million_keys']:.2f} s/M",
+            f"from raw {_rate(raw['keys_per_s'])}, {raw['s_per_million_keys']:.1f} s/M",
+            f"{r['ratio_state_to_raw_speed']:.1f}x",
+            ">= 1,000,000 keys/s",
+            bool(r["met"]),
+        ),
+        Row(
+            "B6",
+            "processor RSS per dedupe key",
+            f"{memory['rss_bytes_per_key']:.0f} B",
+            f"idle {memory['idle_rss_mib']:.0f} MiB",
+            "",
+            "<= 40 B",
+            bool(memory["met"]),
         ),
     ]
 
@@ -289,6 +284,7 @@ SUMMARISE: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "B3": b3_rows,
     "B4": b4_rows,
     "B5": b5_rows,
+    "B6": b6_rows,
 }
 
 
@@ -296,7 +292,7 @@ def summary(ids: list[str]) -> tuple[list[Row], dict[str, Any]]:
     rows: list[Row] = []
     sources: dict[str, Any] = {}
     for benchmark in BENCHMARKS:
-        path = RESULTS / benchmark.result
+        path = result_path(benchmark.result)
         if benchmark.id not in ids or not path.exists():
             continue
         result = orjson.loads(path.read_bytes())
@@ -367,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [row.__dict__ for row in rows],
         "sources": sources,
     }
-    (RESULTS / "summary.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    result_path("summary").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     text = table(rows, sources)
     print(text)
     if not args.no_docs and not args.quick:

@@ -1,12 +1,13 @@
 """The HTTP baseline: a Starlette app on the edge's server stack that answers 200 at once.
 
-Run as `python -m bench.bare_app PORT`; same uvicorn options as the edge (uvloop, httptools,
-no access log), so the difference to the edge is the edge's own work plus Kafka's round trip.
+Run as `python -m bench.bare_app` with BENCH_BARE_APP_PORT set (`bench.stack` does); same
+uvicorn options as the edge (uvloop, httptools, no access log), so the difference to the edge is
+the edge's own work plus Kafka's round trip.
 """
 
 from __future__ import annotations
 
-import sys
+import os
 
 import uvicorn
 from starlette.applications import Starlette
@@ -31,7 +32,7 @@ if __name__ == "__main__":
     uvicorn.run(
         app,
         host="127.0.0.1",
-        port=int(sys.argv[1]),
+        port=int(os.environ["BENCH_BARE_APP_PORT"]),
         loop="uvloop",
         http="httptools",
         access_log=False,

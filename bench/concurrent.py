@@ -1,6 +1,6 @@
 """B2: concurrent postbacks through the edge, against a bare Starlette app on the same stack.
 
-    python -m bench.concurrent [--connections 1,8,64] [--duration 6] [--rounds 3]
+    python -m bench.concurrent [--connections 1 8 64] [--duration 6] [--rounds 3]
 
 What is measured, and against what
 ----------------------------------
@@ -40,11 +40,8 @@ Prints a table; writes JSON to bench/results/concurrent.json (gitignored). The d
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -52,23 +49,19 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
 
-from bench.report import save
-from devstack.kafka import broker_or_configured, free_port
+from bench import support
+from bench.stack import Stack
+from devstack.kafka import broker_or_configured
 from simulator.mix import MixSpec, generate
-from tests.kafka_tools import topic_size
+from testkit.kafka_tools import topic_size
 
-ROOT: Final = Path(__file__).resolve().parent.parent
-RESULTS: Final = ROOT / "bench" / "results" / "concurrent.json"
 # The bare app routes only this path, so both servers get exactly the same requests.
 POSTBACK_PATH: Final = "/postbacks"
 TARGET_RATIO: Final = 0.7  # edge / bare requests/s at the largest connection count (64)
@@ -76,13 +69,17 @@ TARGET_CONNECTIONS: Final = 64
 WRK_TIMEOUT_S: Final = 10  # above the edge's 5 s answer deadline: a late answer is a 503
 RESULT_MARKER: Final = "B2-RESULT "
 CLIENT_SATURATED: Final = 0.9  # share of one core at which a one-thread process sets the pace
-CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 Server = Literal["edge", "bare"]
 
 
-class BenchError(RuntimeError):
-    """The run cannot give trustworthy figures (a non-200 answer, a dead server, no wrk)."""
+@dataclass(frozen=True)
+class Options:
+    connections: tuple[int, ...] = (1, 8, 64)
+    duration: int = 6  # whole seconds per wrk round (wrk takes whole seconds only)
+    rounds: int = 3  # rounds per server and connection count
+    warm_up: int = 8  # untimed edge load, seconds
+    pool: int = 4096  # distinct postbacks wrk cycles through
 
 
 # ------------------------------------------------------------------------------- the client
@@ -194,37 +191,6 @@ def write_workload(directory: Path, pool: int, seed: int) -> Workload:
 # ---------------------------------------------------------------------------------- CPU time
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) CPU ticks of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal; guest time is already inside user.
-    total = sum(values[:8])
-    return total - values[3] - values[4], total
-
-
-def broker_pid() -> int | None:
-    """The local broker's JVM: our child process named java (None for a configured cluster)."""
-    me = str(os.getpid())
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            head, _, rest = (entry / "stat").read_text().rpartition(")")
-        except OSError:
-            continue
-        if head.endswith("(java") and rest.split()[1] == me:
-            return int(entry.name)
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class CpuSample:
     at: float
@@ -236,9 +202,9 @@ class CpuSample:
     def take(cls, server: int, broker: int | None) -> CpuSample:
         return cls(
             time.perf_counter(),
-            process_cpu_s(server),
-            process_cpu_s(broker) if broker is not None else None,
-            machine_ticks(),
+            support.cpu_seconds(server),
+            support.cpu_seconds(broker) if broker is not None else None,
+            support.machine_ticks(),
         )
 
 
@@ -282,7 +248,7 @@ class Round:
 def wrk_path() -> str:
     path = shutil.which("wrk")
     if path is None:
-        raise BenchError("wrk is not on the PATH: run tools/install-wrk.sh (Debian's wrk)")
+        raise support.BenchError("wrk is not on the PATH: run tools/install-wrk.sh (Debian's wrk)")
     return path
 
 
@@ -322,10 +288,10 @@ def run_wrk(
         output.seek(0)
         text = output.read().decode(errors="replace")
     if process.returncode != 0:
-        raise BenchError(f"wrk exited with {process.returncode}:\n{text}")
+        raise support.BenchError(f"wrk exited with {process.returncode}:\n{text}")
     line = next((ln for ln in text.splitlines() if ln.startswith(RESULT_MARKER)), None)
     if line is None:
-        raise BenchError(f"wrk printed no result line:\n{text}")
+        raise support.BenchError(f"wrk printed no result line:\n{text}")
     result = orjson.loads(line[len(RESULT_MARKER) :])
     wall = after.at - before.at
     client_cpu = usage.ru_utime + usage.ru_stime
@@ -360,67 +326,6 @@ def run_wrk(
         machine_busy_cores=busy_cores,
         other_cores=max(0.0, busy_cores - client_share - server_share - (broker_share or 0.0)),
     )
-
-
-# ----------------------------------------------------------------------------------- servers
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchError(f"{url}: the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise BenchError(f"{url} did not answer 200 within {timeout_s:.0f} s")
-
-
-@dataclass(frozen=True, slots=True)
-class Servers:
-    edge: subprocess.Popen[bytes]
-    edge_port: int
-    bare: subprocess.Popen[bytes]
-    bare_port: int
-    raw_topic: str
-
-
-@contextmanager
-def servers(bootstrap: str) -> Iterator[Servers]:
-    """The edge and the bare app, each its own process on loopback, for the whole run."""
-    raw_topic = f"bench.concurrent.raw.{os.urandom(3).hex()}"
-    edge_port, bare_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPIC_REPLICATION_FACTOR": "1",
-        "KAFKA_TOPIC_RAW": raw_topic,
-        "EDGE_HOST": "127.0.0.1",
-        "EDGE_PORT": str(edge_port),
-        "LOG_LEVEL": "WARNING",
-    }
-    # Their logs go to stderr: stdout is the table's.
-    edge = subprocess.Popen([sys.executable, "-m", "ingest"], cwd=ROOT, env=env, stdout=sys.stderr)
-    bare = subprocess.Popen(
-        [sys.executable, "-m", "bench.bare_app", str(bare_port)], cwd=ROOT, stdout=sys.stderr
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{edge_port}/readyz", edge)
-        wait_http(f"http://127.0.0.1:{bare_port}/healthz", bare)
-        yield Servers(edge, edge_port, bare, bare_port, raw_topic)
-    finally:
-        for process in (edge, bare):
-            process.terminate()
-        for process in (edge, bare):
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 # -------------------------------------------------------------------------------------- run
@@ -486,62 +391,29 @@ def round_json(r: Round) -> dict[str, Any]:
     return data
 
 
-def code_version() -> dict[str, Any]:
-    """The commit measured, and which edge files differed from it (a shared work tree)."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.rstrip() if done.returncode == 0 else ""
-
-    changed = git("status", "--porcelain", "--", "ingest", "common", "bench/bare_app.py")
-    return {
-        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
-        "uncommitted_changes": [line[3:] for line in changed.splitlines() if line.strip()],
-    }
+def wrk_version(wrk: str) -> str:
+    done = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+    return " ".join((done.stdout or done.stderr).split()[:2])
 
 
-def machine(wrk: str) -> dict[str, Any]:
-    pom = (ROOT / "devstack" / "pom.xml").read_text()
-    kafka = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
-    wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        **{
-            package: version(package)
-            for package in ("starlette", "uvicorn", "uvloop", "httptools", "aiokafka", "orjson")
-        },
-        "kafka": (
-            "configured cluster"
-            if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-            else (kafka.group(1) if kafka else "unknown")
-        ),
-        "wrk": " ".join((wrk_version.stdout or wrk_version.stderr).split()[:2]),
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def run(
-    connections: Sequence[int] = (1, 8, 64),
-    duration_s: int = 6,
-    rounds: int = 3,
-    warm_up_s: int = 8,
-    pool: int = 4096,
-    progress: bool = True,
-) -> dict[str, Any]:
+def run(options: Options, progress: bool = True) -> dict[str, Any]:
     """Run B2 and return its report (what `main` prints as a table and writes as JSON).
 
     Raises BenchError when the edge (or the baseline) answered anything but 200, or a server
     died: figures from such a run would flatter the edge.
     """
+    if options.duration <= 0 or options.rounds < 1 or options.warm_up < 0:
+        raise support.BenchError("--duration > 0, --rounds >= 1 and --warm-up >= 0, please")
+    if min(options.connections) < 1 or max(options.connections) > 1000:
+        raise support.BenchError("--connections: counts between 1 and 1000")
+    connections, duration_s, rounds = options.connections, options.duration, options.rounds
+    warm_up_s = options.warm_up
     wrk = wrk_path()
     started = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "B2 concurrent postbacks: edge vs bare Starlette on the same uvicorn stack",
-        "machine": machine(wrk),
-        "code": code_version(),
+        "machine": support.machine(wrk=wrk_version(wrk)),
+        "code": support.code_version("ingest", "common", "bench/bare_app.py"),
     }
 
     def say(message: str) -> None:
@@ -551,30 +423,32 @@ def run(
     with (
         tempfile.TemporaryDirectory(prefix="bench-concurrent-") as scratch,
         broker_or_configured() as bootstrap,
-        servers(bootstrap) as procs,
+        Stack(bootstrap, "b2") as stack,
     ):
+        stack.start("edge")
+        stack.start("bare_app")
         seed = int.from_bytes(os.urandom(2))  # a run's tracking ids are its own
-        workload = write_workload(Path(scratch), pool, seed)
-        broker = broker_pid()
+        workload = write_workload(Path(scratch), options.pool, seed)
+        broker = support.broker_pid()
         targets: dict[Server, tuple[int, int]] = {
-            "edge": (procs.edge_port, procs.edge.pid),
-            "bare": (procs.bare_port, procs.bare.pid),
+            "edge": (stack.ports["edge"], stack.pid("edge")),
+            "bare": (stack.ports["bare_app"], stack.pid("bare_app")),
         }
         edge_200 = 0
         edge_connections = 0  # summed over edge runs: what can be in flight when wrk stops
 
         def measure(server: Server, conns: int, seconds: int) -> Round:
             nonlocal edge_200, edge_connections
-            for name, process in (("edge", procs.edge), ("bare", procs.bare)):
-                if process.poll() is not None:
-                    raise BenchError(f"the {name} server exited with {process.returncode}")
+            for name in ("edge", "bare_app"):
+                if (code := stack.processes[name].poll()) is not None:
+                    raise support.BenchError(f"{name} exited with {code}:\n{stack.log_tail(name)}")
             port, pid = targets[server]
             result = run_wrk(wrk, workload, server, port, pid, broker, conns, seconds)
             if server == "edge":
                 edge_200 += result.statuses.get("200", 0)
                 edge_connections += conns
             if result.failures:
-                raise BenchError(f"not every answer was 200: {result.failures}")
+                raise support.BenchError(f"not every answer was 200: {result.failures}")
             return result
 
         # Untimed: the broker's JIT and page cache, both servers' first connections.
@@ -623,9 +497,11 @@ def run(
                     for e, b in zip(samples["edge"], samples["bare"], strict=True)
                 ],
             }
-        stored = asyncio.run(topic_size(bootstrap, procs.raw_topic))
+        stored = asyncio.run(topic_size(bootstrap, stack.raw))
     if stored < edge_200:
-        raise BenchError(f"the edge answered 200 {edge_200} times; Kafka holds {stored} records")
+        raise support.BenchError(
+            f"the edge answered 200 {edge_200} times; Kafka holds {stored} records"
+        )
 
     report["load_generator"] = {
         "tool": "wrk",
@@ -666,7 +542,7 @@ def run(
         "measured": measured,
         "met": measured is not None and measured >= TARGET_RATIO,
     }
-    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["load_average_at_end"] = support.load_average()
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     return report
 
@@ -742,35 +618,8 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def connection_counts(text: str) -> list[int]:
-    counts = [int(part) for part in text.split(",") if part.strip()]
-    if not counts or min(counts) < 1 or max(counts) > 1000:
-        raise argparse.ArgumentTypeError("connection counts between 1 and 1000, comma-separated")
-    return counts
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.concurrent", description=(__doc__ or "").splitlines()[0]
-    )
-    parser.add_argument("--connections", type=connection_counts, default=[1, 8, 64])
-    parser.add_argument("--duration", type=int, default=6, help="whole seconds per wrk round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per server and count")
-    parser.add_argument("--warm-up", type=int, default=8, help="untimed edge load, seconds")
-    parser.add_argument("--pool", type=int, default=4096, help="distinct postbacks wrk cycles")
-    parser.add_argument("--json-out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.duration <= 0 or args.rounds < 1 or args.warm_up < 0:
-        parser.error("--duration > 0, --rounds >= 1 and --warm-up >= 0, please")
-    try:
-        report = run(args.connections, args.duration, args.rounds, args.warm_up, args.pool)
-    except BenchError as error:
-        print(f"B2 FAILED: {error}", file=sys.stderr)
-        return 1
-    save(report, args.json_out)
-    print(table(report))
-    print(f"\n(JSON: {args.json_out})")
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return support.command("concurrent", Options, run, argv, __doc__, table)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Final
+
+USER_AGENT: Final = b"bench-serial/1"  # the edge stores it, as it stores the provider's
 
 
 async def post_serially(
@@ -21,8 +24,8 @@ async def post_serially(
     try:
         for body in bodies:
             request = (
-                f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: {USER_AGENT.decode()}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode() + body
             sent = time.perf_counter()
             writer.write(request)

@@ -5,7 +5,7 @@
 What is measured
 ----------------
 The edge, the processor and the metrics service run as processes with default settings, as
-`make run` starts them (`bench.end_to_end.Stack`: topics and groups of this run), on a fresh
+`make run` starts them (`bench.stack.Stack`: topics and groups of this run), on a fresh
 local broker. Every `--sample-every-s` this process reads VmRSS (and RssAnon) of each from
 /proc/<pid>/status, through these phases:
 
@@ -18,8 +18,8 @@ local broker. Every `--sample-every-s` this process reads VmRSS (and RssAnon) of
    the metrics service has counted every event; between them, mid_bulk: a short idle;
 4. settled: `--settle-s` of idle after the load: the steady RSS per service;
 5. restarted: the processor stopped, a fresh in-process runtime restores its state
-   (`bench.processor.restore_pass`, as B3 does) against a bare re-read of the raw topic
-   (`bench.processor.bare_restore_rate`), then the processor process is started again and
+   (`bench.restore.restore_pass`, as B3 does) against a bare re-read of the raw topic
+   (`bench.restore.bare_restore_rate`), then the processor process is started again and
    rebuilds the same state: its RSS with the state restored rather than built live.
 
 Postbacks are `simulator.mix` traffic (MT sent/final pairs, MO, 10% v1 XML, 1% malformed), no
@@ -40,38 +40,34 @@ Writes bench/results/memory.json and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
+import dataclasses
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvloop
 
-from bench.end_to_end import (
-    Stack,
-    changed_files,
-    edge_records,
-    http_get,
-    local_broker_pid,
-    machine,
-    metric_sum,
-    post_at_rate,
-    proc_status,
-    traffic,
-)
-from bench.processor import PARTITIONS, bare_restore_rate, restore_pass
-from bench.report import save
+from bench.load import edge_records, post_at_rate, traffic
+from bench.restore import bare_restore_rate, restore_pass
+from bench.stack import Stack
 from bench.state_bench import window_bytes_per_key, window_speed
+from bench.support import (
+    PARTITIONS,
+    broker_pid,
+    code_version,
+    command,
+    http_get,
+    load_average,
+    machine,
+    memory_kb,
+    metric_sum,
+)
 from devstack.kafka import broker_or_configured
-from tests.kafka_tools import produce, topic_size
+from testkit.kafka_tools import produce, topic_size
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "memory.json"
 MIB = 1024 * 1024
 DRAIN_TIMEOUT_S = 300.0  # the processor catching up with the bulk load, at most
 POLL_S = 0.5
@@ -103,7 +99,7 @@ class Sampler:
     def sample(self) -> None:
         now = time.perf_counter()
         for name, pid in self.pids.items():
-            status = proc_status(pid)
+            status = memory_kb(pid)
             if "VmRSS" in status:
                 self.samples.append(
                     Sample(
@@ -201,8 +197,8 @@ async def bench(options: Options, bootstrap: str, stack: Stack) -> dict[str, Any
     started = time.perf_counter()
     report: dict[str, Any] = {
         "benchmark": "B5 memory: service RSS, bytes per dedupe key, restore time",
-        "machine": machine(),
-        "code": changed_files("ingest", "consumers", "common"),
+        "machine": machine(event_loop="uvloop (every service and this client)"),
+        "code": code_version("ingest", "consumers", "common"),
         "settings": {
             "postbacks": options.count,
             "http_postbacks_planned": options.http_count,
@@ -222,7 +218,7 @@ async def bench(options: Options, bootstrap: str, stack: Stack) -> dict[str, Any
     for name in SERVICES:
         await stack.start_async(name)
     pids = {name: stack.pid(name) for name in SERVICES}
-    broker = local_broker_pid()
+    broker = broker_pid()
     if broker is not None:
         pids["broker"] = broker
     sampler = Sampler(pids, options.sample_every_s)
@@ -235,7 +231,7 @@ async def bench(options: Options, bootstrap: str, stack: Stack) -> dict[str, Any
         sampler.phase, mark = "http_load", time.perf_counter()
         planned = postbacks[: options.http_count]
         sent = await post_at_rate(
-            stack.ports["edge"], planned, None, options.connections, options.http_max_s
+            stack.ports["edge"], options.connections, planned, None, options.http_max_s
         )
         http_sent = len(planned) - sent.unsent
         phases["http_load"] = time.perf_counter() - mark
@@ -365,13 +361,14 @@ async def bench(options: Options, bootstrap: str, stack: Stack) -> dict[str, Any
         ),
     }
     report["service_exit_codes"] = exits
-    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["machine"]["load_average_at_end"] = load_average()
     report["wall_seconds"] = round(time.perf_counter() - started, 1)
     return report
 
 
 def run(options: Options) -> dict[str, Any]:
     """B5 on a fresh local broker (or KAFKA_BOOTSTRAP_SERVERS); returns the report."""
+    options = dataclasses.replace(options, http_count=min(options.http_count, options.count))
     with broker_or_configured() as bootstrap, Stack(bootstrap, "b5") as stack:
         return uvloop.run(bench(options, bootstrap, stack))
 
@@ -421,39 +418,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.memory", description=(__doc__ or "").splitlines()[0]
-    )
-    defaults = Options()
-    parser.add_argument("--count", type=int, default=defaults.count, help="postbacks in all")
-    parser.add_argument("--http-count", type=int, default=defaults.http_count)
-    parser.add_argument("--http-max-s", type=float, default=defaults.http_max_s)
-    parser.add_argument("--connections", type=int, default=defaults.connections)
-    parser.add_argument("--idle-s", type=float, default=defaults.idle_s)
-    parser.add_argument("--settle-s", type=float, default=defaults.settle_s)
-    parser.add_argument("--sample-every-s", type=float, default=defaults.sample_every_s)
-    parser.add_argument("--state-keys", type=int, default=defaults.state_keys)
-    parser.add_argument("--xml-share", type=float, default=defaults.xml_share)
-    parser.add_argument("--malformed-share", type=float, default=defaults.malformed_share)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    options = Options(
-        count=args.count,
-        http_count=min(args.http_count, args.count),
-        http_max_s=args.http_max_s,
-        connections=args.connections,
-        idle_s=args.idle_s,
-        settle_s=args.settle_s,
-        sample_every_s=args.sample_every_s,
-        state_keys=args.state_keys,
-        xml_share=args.xml_share,
-        malformed_share=args.malformed_share,
-    )
-    report = run(options)
-    save(report, args.out)
-    print(table(report))
-    print(f"\nJSON: {args.out}")
-    return 0
+    return command("memory", Options, run, argv, __doc__, table)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-# Returns (ready, details); details are shown on /readyz to explain a "not ready".
-Readiness = Callable[[], tuple[bool, dict[str, object]]]
+# Whether the service is ready, and details /readyz shows to explain a "not ready".
+ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
 
 
 def json_response(status: int, document: dict[str, object]) -> Response:
@@ -30,7 +30,7 @@ def metrics_response(registry: CollectorRegistry) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def ops_app(registry: CollectorRegistry, readiness: Readiness) -> Starlette:
+def ops_app(registry: CollectorRegistry, readiness: ReadinessCheck) -> Starlette:
     async def healthz(request: Request) -> Response:
         return json_response(200, {"status": "alive"})
 

@@ -11,17 +11,26 @@ from __future__ import annotations
 import logging
 
 from aiokafka.errors import KafkaError
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_never,
+    wait_exponential,
+)
 
 from common.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
-def until_kafka_answers(kafka: KafkaSettings) -> AsyncRetrying:
-    """Use as `async for attempt in until_kafka_answers(kafka): with attempt: ...`."""
+def until_kafka_answers(kafka: KafkaSettings, *, forever: bool = False) -> AsyncRetrying:
+    """Use as `async for attempt in until_kafka_answers(kafka): with attempt: ...`.
+
+    `forever` is for a running service that must get its client back rather than exit.
+    """
     return AsyncRetrying(
-        stop=stop_after_delay(kafka.startup_timeout_s),
+        stop=stop_never if forever else stop_after_delay(kafka.startup_timeout_s),
         wait=wait_exponential(multiplier=0.2, max=5),
         retry=retry_if_exception_type((KafkaError, OSError)),
         before_sleep=lambda state: log.warning(

@@ -17,6 +17,9 @@ What a replay emits, and why downstream may simply upsert it:
 - Output is written in Kafka transactions of up to `--chunk` records; `read_committed` readers
   never see half a chunk. A replay that dies part-way can be run again: the events it had
   committed are emitted again with the same ids.
+- Events carry the same CloudEvents headers as the live processor's, and the same privacy
+  settings apply: run it with the processor's EVENTS_PSEUDONYM_KEY, or the same number gets
+  another pseudonym (docs/events.md, "Privacy").
 - The live processor's group and offsets are not touched.
 """
 
@@ -37,12 +40,15 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from common.command_line import CommandParser, settings_help, variables_read
 from common.env import SettingsError
+from common.kafka import KafkaSettings
 from common.raw_record import Headers
 from consumers.dlq import dead_letter_headers
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
-from consumers.processor.pipeline import EVENT_HEADERS, DeadLetter, Emit, PartitionPipeline
+from consumers.processor.pipeline import DeadLetter, Emit, PartitionPipeline
+from consumers.processor.privacy import Privacy
 from consumers.processor.window import DedupeWindow
 from consumers.settings import ProcessorSettings
 
@@ -141,7 +147,7 @@ async def replay_partition(
             report.read += 1
             if type(outcome) is Emit:
                 report.events += 1
-                await writer.send(output_topic, outcome.value, outcome.key, EVENT_HEADERS)
+                await writer.send(output_topic, outcome.value, outcome.key, outcome.headers)
             elif type(outcome) is DeadLetter:
                 report.dead_letters[outcome.reason] += 1
                 if dlq_topic is not None:
@@ -191,6 +197,7 @@ async def replay(
         )
     report = ReplayReport()
     identity = Identity.from_fields(settings.identity_fields or None)
+    privacy = Privacy.from_settings(settings)
     raw = settings.topics.raw.name
     await consumer.start()
     try:
@@ -211,6 +218,7 @@ async def replay(
                 identity=identity,
                 window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
                 latency=LatencyJoin(settings.latency_max_age_ms),
+                privacy=privacy,
             )
             await replay_partition(
                 consumer,
@@ -230,11 +238,25 @@ async def replay(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m consumers.replay",
+def settings_read() -> list[str]:
+    """The variables a replay reads, for --help."""
+    return [
+        *variables_read(KafkaSettings.from_environ),
+        "KAFKA_TOPIC_RAW",
+        "DEDUPE_WINDOW_SECONDS",
+        "DEDUPE_MAX_KEYS",
+        "DEDUPE_IDENTITY_FIELDS",
+        "LATENCY_MAX_AGE_SECONDS",
+    ]
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m consumers.replay") -> int:
+    parser = CommandParser(
+        prog=prog,
         description="Re-derive events from the raw topic for [since, until). Kafka and topic "
         "settings come from the environment, as for the processor.",
+        epilog=settings_help(settings_read()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--since", required=True, help="ISO-8601 (UTC if no offset) or epoch ms")
     parser.add_argument("--until", default=None, help="exclusive; default: now")
@@ -248,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         since_ms = parse_time(args.since)
         until_ms = parse_time(args.until) if args.until else int(time.time() * 1000)
     except (SettingsError, ValueError) as error:
-        print(f"replay: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     started = time.monotonic()
     report = asyncio.run(

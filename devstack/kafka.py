@@ -7,7 +7,8 @@ directory, so a test can stop and restart its own broker while the suite's share
 serving.
 
 Command line: `python -m devstack.kafka provision` fetches the jars (idempotent);
-`python -m devstack.kafka serve` runs a broker in the foreground until Ctrl-C.
+`python -m devstack.kafka serve [--brokers 3]` runs a broker (or a three-node cluster,
+devstack/cluster.py) in the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -113,12 +114,12 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-async def _answers_metadata(bootstrap: str) -> bool:
+async def _answers_metadata(bootstrap: str, brokers: int) -> bool:
     client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
     try:
         await client.bootstrap()
         metadata = await client.fetch_all_metadata()
-        return bool(metadata.brokers())
+        return len(metadata.brokers()) >= brokers
     except Exception:  # noqa: BLE001 - any failure here just means "not ready yet"
         return False
     finally:
@@ -131,24 +132,42 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def answers_metadata(bootstrap: str) -> bool:
-    """True when a broker at `bootstrap` answers a metadata request; safe inside an event loop."""
+def answers_metadata(bootstrap: str, brokers: int = 1) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request naming at least `brokers`
+    live brokers; safe inside an event loop."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, _answers_metadata(bootstrap)).result()
+        return pool.submit(asyncio.run, _answers_metadata(bootstrap, brokers)).result()
 
 
 class LocalKafka:
     """One broker process: its own ports and data directory, restartable on the same data.
 
     Use as a context manager, or call `start()` and `stop()`. `kill()` is SIGKILL, for fault
-    tests. The broker keeps its data across `stop()`/`start()`, like a real broker restart.
+    tests; `pause()`/`resume()` are SIGSTOP/SIGCONT (a frozen process whose connections stay
+    open, as in a long GC pause or a network partition). The broker keeps its data across
+    `stop()`/`start()`, like a real broker restart.
+
+    Alone it is a one-node cluster. `devstack.cluster.LocalCluster` makes several of them one
+    cluster: then `quorum` names every voter and `replicas` is the internal topics' replication.
     """
 
-    def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        node_id: int = 1,
+        controller_port: int | None = None,
+        quorum: str | None = None,
+        replicas: int = 1,
+    ) -> None:
         self._owns_data_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="postback-kafka-"))
         self.port = port or free_port()
-        self.controller_port = free_port()
+        self.controller_port = controller_port or free_port()
+        self.node_id = node_id
+        self._quorum = quorum or f"{node_id}@127.0.0.1:{self.controller_port}"
+        self._replicas = replicas
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -163,11 +182,18 @@ class LocalKafka:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process is not None else None
+
     def _write_config(self) -> Path:
+        replicas = str(self._replicas)
+        # With replication, an internal topic keeps accepting writes with one replica down.
+        min_isr = str(min(2, self._replicas))
         settings = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self._quorum,
             "listeners": (
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
@@ -177,16 +203,18 @@ class LocalKafka:
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
+            "default.replication.factor": replicas,
             # Services create their topics explicitly; a typo must fail, not auto-create.
             "auto.create.topics.enable": "false",
-            # One node: every internal topic has a single replica.
-            "offsets.topic.replication.factor": "1",
+            # `min.insync.replicas` is left at the broker default (1), as on most clusters:
+            # topics must set it themselves, and the services' topics do.
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             # Otherwise every first rebalance waits 3 s for members that never come.
             "group.initial.rebalance.delay.ms": "0",
         }
@@ -214,8 +242,15 @@ class LocalKafka:
 
         Formats KRaft storage on first start only, so a restart keeps every topic and offset.
         """
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting: a cluster's nodes must all be launched before
+        any of them can answer (the controllers need a quorum)."""
         if self.running:
-            return self
+            return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.data_dir / "logs" / "meta.properties").exists():
@@ -235,15 +270,24 @@ class LocalKafka:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Ctrl-C at a terminal reaches the whole foreground group: in a group of its
+                # own the broker outlives the services' drain instead of racing it.
+                process_group=0,
                 # The death signal follows the forking thread, so only the main thread uses it.
                 preexec_fn=die_with_parent if in_main_thread else None,
             )
+
+    def wait_ready(self, timeout: float = 60.0, brokers: int = 1) -> None:
+        """Return once this broker answers metadata naming `brokers` live brokers."""
+        process = self._process
+        if process is None:
+            raise BrokerError("the broker was not launched")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 raise BrokerError(f"the broker exited at start-up:\n{self._log_tail()}")
-            if _port_open(self.port) and answers_metadata(self.bootstrap_servers):
-                return self
+            if _port_open(self.port) and answers_metadata(self.bootstrap_servers, brokers):
+                return
             time.sleep(0.1)
         self.kill()
         raise BrokerError(f"the broker did not answer within {timeout:.0f} s:\n{self._log_tail()}")
@@ -253,6 +297,7 @@ class LocalKafka:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
         process.terminate()
         try:
             process.wait(timeout)
@@ -266,6 +311,19 @@ class LocalKafka:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes with its connections open; clients get no answers."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after `pause()`."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        if self._process is None or self._process.poll() is not None:
+            raise BrokerError(f"broker {self.node_id} is not running")
+        self._process.send_signal(signum)
 
     def close(self) -> None:
         self.stop()
@@ -314,10 +372,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.kafka", description=__doc__)
     parser.add_argument("command", choices=["provision", "serve"])
     parser.add_argument("--port", type=int, default=None, help="PLAINTEXT port (default: free)")
+    parser.add_argument(
+        "--brokers", type=int, choices=(1, 3), default=1, help="1, or a three-node cluster"
+    )
     args = parser.parse_args(argv)
     if args.command == "provision":
         started = time.monotonic()
         print(f"Kafka jars ready in {provision()} ({time.monotonic() - started:.1f} s)")
+        return 0
+    if args.brokers == 3:
+        from devstack.cluster import LocalCluster  # a module that imports this one
+
+        with LocalCluster(3) as cluster:
+            print(f"Kafka cluster ready at {cluster.bootstrap_servers}", flush=True)
+            print(f"(data and logs under {cluster.data_dir})", flush=True)
+            wait_for_stop_signal()
         return 0
     with LocalKafka(port=args.port) as broker:
         print(f"Kafka ready at {broker.bootstrap_servers} (log: {broker.log_path})", flush=True)

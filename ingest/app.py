@@ -17,11 +17,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ingest.answers import Answers
 from ingest.deadlines import AnswerDeadlines
 from ingest.guards import BasicAuth, PostbackGuard
-from ingest.handlers import EdgeState, MetricsEndpoint, PostbackEndpoint, Readiness, healthz
+from ingest.handlers import EdgeState, MetricsEndpoint, PostbackEndpoint, ReadinessEndpoint, healthz
 from ingest.instruments import EdgeMetrics
 from ingest.outcomes import Outcome
-from ingest.paths import is_postback_path, route_source, source_label
+from ingest.paths import is_postback_path, route_source
 from ingest.publisher import Publisher
+from ingest.refusals import Refusals
 from ingest.settings import EdgeSettings
 
 log = logging.getLogger("ingest")
@@ -41,12 +42,14 @@ class Edge:
         *,
         guard: PostbackGuard,
         postbacks: PostbackEndpoint,
+        refusals: Refusals,
         answers: Answers,
         others: ASGIApp,
     ) -> None:
-        self.answers = answers  # the HTTP layer (ingest/protocol.py) refuses with these too
         self._guard = guard
         self._postbacks = postbacks
+        self._refusals = refusals
+        self._answers = answers
         self._others = others
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,15 +64,14 @@ class Edge:
                     await self._postbacks(scope, receive, send, facts, source)
                     return
                 refusal = Outcome.METHOD_NOT_ALLOWED
-            self.answers.record(
-                refusal,
-                source_label(path),
-                client=facts.client,
-                request_id=facts.request_id,
-                method=scope["method"],
-                content_length=facts.headers.get(b"content-length", b"").decode("latin-1"),
+            detail = None
+            if refusal is Outcome.BODY_TOO_LARGE:  # refused for the length it declared
+                declared = facts.headers[b"content-length"].decode("latin-1")
+                detail = "content-length " + declared[:20]
+            self._refusals.record(
+                refusal, scope, client=facts.client, request_id=facts.request_id, detail=detail
             )
-            await self.answers.send(send, refusal)
+            await self._answers.send(send, refusal)
             return
         await self._others(scope, receive, send)
 
@@ -78,13 +80,17 @@ def create_app(
     settings: EdgeSettings,
     publisher: Publisher,
     registry: CollectorRegistry,
-    state: EdgeState | None = None,
+    *,
+    metrics: EdgeMetrics,
+    refusals: Refusals,
+    answers: Answers,
+    state: EdgeState,
 ) -> Edge:
-    state = state or EdgeState()
-    metrics = EdgeMetrics(registry, sources=settings.sources)
-    answers = Answers(metrics, retry_after_s=settings.retry_after_s)
+    """The edge's application. `metrics` (registered in `registry`), `refusals` and `answers`
+    are shared with the HTTP layer, which refuses some requests before the application runs."""
     postbacks = PostbackEndpoint(
         publisher=publisher,
+        refusals=refusals,
         answers=answers,
         metrics=metrics,
         state=state,
@@ -107,6 +113,8 @@ def create_app(
             "edge ready",
             extra={"fields": {"topic": settings.topics.raw.name, "port": settings.port}},
         )
+        if settings.exposed_to_anyone:  # EDGE_ALLOW_ANY_SENDER=true said it is meant
+            log.warning("any address may post to this edge, without credentials")
         try:
             yield
         finally:
@@ -118,13 +126,7 @@ def create_app(
         """404 and 405 from routing: counted and logged like every other refusal."""
         assert isinstance(exc, HTTPException)
         outcome = Outcome.METHOD_NOT_ALLOWED if exc.status_code == 405 else Outcome.NOT_FOUND
-        path = request.url.path
-        answers.record(
-            outcome,
-            source_label(path) if is_postback_path(path) else "none",
-            method=request.method,
-            path=path[:200],
-        )
+        refusals.record(outcome, request.scope)
         return Response(outcome.body, outcome.status, headers=exc.headers, media_type="text/plain")
 
     basic_auth = None
@@ -134,7 +136,7 @@ def create_app(
     others = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", Readiness(state, publisher).respond, methods=["GET"]),
+            Route("/readyz", ReadinessEndpoint(state, publisher).respond, methods=["GET"]),
             Route("/metrics", MetricsEndpoint(registry).respond, methods=["GET"]),
         ],
         exception_handlers={404: refused_route, 405: refused_route},
@@ -151,6 +153,7 @@ def create_app(
             max_body_bytes=settings.max_body_bytes,
         ),
         postbacks=postbacks,
+        refusals=refusals,
         answers=answers,
         others=others,
     )

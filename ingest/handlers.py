@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from common.ops_http import json_response, metrics_response
 from ingest.answers import Answers
 from ingest.deadlines import AnswerDeadlines
 from ingest.guards import RequestFacts
@@ -25,6 +25,7 @@ from ingest.outcomes import Outcome
 from ingest.paths import INVALID_SOURCE, SOURCE_PATTERN
 from ingest.publisher import Publisher, PublishError
 from ingest.records import build_record
+from ingest.refusals import Refusals
 
 
 @dataclass(slots=True)
@@ -62,14 +63,16 @@ async def read_body(receive: Receive, limit: int) -> bytes | Outcome:
 class PostbackEndpoint:
     """POST /postbacks[/{source}], for a request the guard let through.
 
-    Counts and logs every answer it gives, and claims the source label (ingest/instruments.py)
-    of every request that names an accepted source, whatever the answer.
+    Counts every answer it gives (and records its refusals, ingest/refusals.py), and claims the
+    source label (ingest/instruments.py) of every request that names an accepted source,
+    whatever the answer.
     """
 
     def __init__(
         self,
         *,
         publisher: Publisher,
+        refusals: Refusals,
         answers: Answers,
         metrics: EdgeMetrics,
         state: EdgeState,
@@ -78,6 +81,7 @@ class PostbackEndpoint:
         sources: frozenset[str],
     ) -> None:
         self._publisher = publisher
+        self._refusals = refusals
         self._answers = answers
         self._metrics = metrics
         self._state = state
@@ -94,7 +98,7 @@ class PostbackEndpoint:
         started = time.perf_counter()
         received_at_ms = time.time_ns() // 1_000_000
         self.in_flight += 1
-        detail = ""
+        detail = None
         try:
             if not SOURCE_PATTERN.fullmatch(source) or (
                 self._sources and source not in self._sources
@@ -110,9 +114,10 @@ class PostbackEndpoint:
             self.in_flight -= 1
         self._metrics.request_seconds.observe(time.perf_counter() - started)
         if outcome.refused:
-            self._answers.record(
+            self._refusals.record(
                 outcome,
-                source,
+                scope,
+                source=source,
                 claim=True,
                 client=facts.client,
                 request_id=facts.request_id,
@@ -123,7 +128,7 @@ class PostbackEndpoint:
 
     async def _accept(
         self, facts: RequestFacts, source: str, receive: Receive, received_at_ms: int
-    ) -> tuple[Outcome, str]:
+    ) -> tuple[Outcome, str | None]:
         waiting_for = Outcome.BODY_TIMEOUT
         deadline = self._deadlines.start()
         try:
@@ -132,7 +137,7 @@ class PostbackEndpoint:
             with deadline:
                 body = await read_body(receive, self._max_body_bytes)
                 if isinstance(body, Outcome):
-                    return body, ""
+                    return body, None
                 self._metrics.body_bytes.observe(len(body))
                 record = build_record(
                     body,
@@ -151,21 +156,19 @@ class PostbackEndpoint:
         except PublishError as error:
             return Outcome.KAFKA_ERROR, str(error)
         self._metrics.produce_seconds.observe(time.perf_counter() - produce_started)
-        return Outcome.ACCEPTED, ""
-
-
-def _json(status: int, document: dict[str, object]) -> Response:
-    return Response(orjson.dumps(document), status, media_type="application/json")
+        return Outcome.ACCEPTED, None
 
 
 def healthz(request: Request) -> Response:
     """Alive: the process answers. Kafka trouble is readiness, not liveness: restarting the
     edge would not bring Kafka back, and a live edge keeps answering 503 so the provider
     retries."""
-    return _json(200, {"status": "alive"})
+    return json_response(200, {"status": "alive"})
 
 
-class Readiness:
+class ReadinessEndpoint:
+    """GET /readyz: 200 while the edge should get postbacks (started, not draining, Kafka up)."""
+
     def __init__(self, state: EdgeState, publisher: Publisher) -> None:
         self._state = state
         self._publisher = publisher
@@ -173,7 +176,7 @@ class Readiness:
     async def respond(self, request: Request) -> Response:
         kafka_up = self._publisher.kafka_up
         ready = self._state.started and not self._state.draining and kafka_up
-        return _json(
+        return json_response(
             200 if ready else 503,
             {
                 "ready": ready,
@@ -190,4 +193,4 @@ class MetricsEndpoint:
         self._registry = registry
 
     async def respond(self, request: Request) -> Response:
-        return Response(generate_latest(self._registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(self._registry)

@@ -20,7 +20,7 @@ upgrade while httptools stops framing the request there. Per connection, this pr
   what follows to "the new protocol", so the application would see an empty body, and the
   body would be parsed as the next request. Nothing after such a head is read.
 
-These answers close the connection, are counted in `postback_edge_refusals_total` and logged
+These answers close the connection, are recorded (counted and logged) by ingest/refusals.py
 like every refusal, and come after the answers to earlier (pipelined) requests on the
 connection.
 
@@ -30,6 +30,14 @@ segment, and a wake-up of the client) each. Here one timer per connection checks
 `header_timeout_s`, both the head and the keep-alive timeouts (`timeout_keep_alive`, so an idle
 connection closes up to `header_timeout_s` late), and an answer's writes leave as one once it
 is complete (`AnswerWriter`).
+
+None of what this builds on is uvicorn's public API: `HttpToolsProtocol`'s constructor and
+parser callbacks (called through `super()`), its `pipeline`, `flow`, `cycle` and
+`_start_asgi_task`, its `app` (swapped while uvicorn makes a refused request's cycle), and the
+transport calls `RequestResponseCycle` makes (`AnswerWriter` offers only those); its
+`data_received` and `on_response_complete` are replaced whole. tests/unit/ingest/test_protocol.py
+pins all of it (the replaced methods by a digest of their source) and fails on a uvicorn
+upgrade that changes any of it.
 """
 
 from __future__ import annotations
@@ -40,12 +48,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
+from starlette.types import Receive, Scope, Send
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from ingest.answers import Answers
 from ingest.outcomes import Outcome
+from ingest.refusals import Refusals
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +68,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     """Made per server by `edge_protocol`, which sets the class attributes."""
 
     limits: ClassVar[HeadLimits]
+    refusals: ClassVar[Refusals]
     answers: ClassVar[Answers]
 
     def __init__(
@@ -139,8 +150,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         limit = self.limits.max_header_bytes
         if self.parser.should_upgrade():
             refusal = Outcome.UPGRADE_REFUSED
-        elif self._head_bound > limit and self._head_size() > limit:
+            upgrade = dict(self.headers).get(b"upgrade", b"").decode("latin-1")[:64]
+            detail = f"upgrade {upgrade!r}" if upgrade else "CONNECT"
+        elif self._head_bound > limit and (size := self._head_size()) > limit:
             refusal = Outcome.HEADER_TOO_LARGE
+            detail = f"head of {size} bytes, over {limit}"
         else:
             super().on_headers_complete()
             self.cycle.transport = AnswerWriter(self.transport, self.cycle, self)
@@ -149,7 +163,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         # refusal answers it instead of the application, and closes the connection.
         self._refusing = True
         application = self.app
-        self.app = functools.partial(self.answers.refuse, outcome=refusal)
+        self.app = functools.partial(self._answer_refused, outcome=refusal, detail=detail)
         try:
             super().on_headers_complete()
         finally:
@@ -234,14 +248,23 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             self._pending_refusal = outcome
 
     def _answer_and_close(self, outcome: Outcome) -> None:
-        self.answers.record(
-            outcome,
-            "none",
-            client=self.client[0] if self.client else None,
-            header_bytes=self._head_bytes,
+        """Refuse a request whose head never completed: no ASGI request exists to answer."""
+        if outcome is Outcome.HEADER_TIMEOUT:
+            detail = f"head not complete within {self.limits.header_timeout_s} s"
+        else:
+            detail = f"{self._head_bytes} bytes of head read, over {self.limits.max_header_bytes}"
+        self.refusals.record(
+            outcome, None, client=self.client[0] if self.client else None, detail=detail
         )
         self.transport.write(self.answers.wire(outcome))
         self.transport.close()
+
+    async def _answer_refused(
+        self, scope: Scope, receive: Receive, send: Send, *, outcome: Outcome, detail: str
+    ) -> None:
+        """Answer a request with `outcome` instead of the application."""
+        self.refusals.record(outcome, scope, detail=detail)
+        await self.answers.send(send, outcome)
 
 
 class AnswerWriter(asyncio.Transport):
@@ -291,12 +314,16 @@ class AnswerWriter(asyncio.Transport):
         return self._transport.is_closing()
 
 
-def edge_protocol(answers: Answers, limits: HeadLimits) -> type[EdgeHttpProtocol]:
-    """The protocol class for one server (uvicorn makes one instance per connection)."""
+def edge_protocol(
+    refusals: Refusals, answers: Answers, limits: HeadLimits
+) -> type[EdgeHttpProtocol]:
+    """The protocol class for one server (uvicorn makes one instance per connection); it
+    records and answers its refusals as the application does, with `refusals` and `answers`."""
 
     class ConfiguredEdgeHttpProtocol(EdgeHttpProtocol):
         pass
 
+    ConfiguredEdgeHttpProtocol.refusals = refusals
     ConfiguredEdgeHttpProtocol.answers = answers
     ConfiguredEdgeHttpProtocol.limits = limits
     return ConfiguredEdgeHttpProtocol

@@ -18,7 +18,12 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.cluster import ClusterMetadata
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from common.kafka import KafkaSettings
 from common.partitioning import default_partition
@@ -27,6 +32,12 @@ from common.topics import TopicSpec, ensure_topics
 from ingest.records import RawRecord
 
 log = logging.getLogger(__name__)
+
+# Errors after which an idempotent producer never writes to the partition again. aiokafka
+# numbers a batch when it leaves the queue; a batch that then expires unsent (the cluster gone
+# for longer than the request timeout) leaves a gap in the sequence that the broker refuses
+# from then on (aio-libs/aiokafka#1017). Only a new producer id starts a fresh sequence.
+WEDGED_PRODUCER_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
 
 
 class PublishError(Exception):
@@ -104,6 +115,7 @@ class KafkaPublisher:
         self._probe_interval_s = probe_interval_s
         self._producer: AIOKafkaProducer | None = None
         self._probe_task: asyncio.Task[None] | None = None
+        self._replacing: asyncio.Task[None] | None = None
         # The topic's partition count as the producer's metadata last said (0: not known yet,
         # then aiokafka picks the partition itself, the same way but slower).
         self._partitions = 0
@@ -124,25 +136,25 @@ class KafkaPublisher:
         async for attempt in until_kafka_answers(self._kafka):
             with attempt:
                 await ensure_topics(self._kafka, [self._topic], create_missing=self._create_topic)
-                producer = AIOKafkaProducer(
-                    **self._kafka.client_options(),
-                    client_id="postback-edge",
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=self._linger_ms,
-                )
-                try:
-                    await producer.start()
-                except BaseException:
-                    await producer.stop()
-                    raise
-                self._producer = producer
+                self._producer = await self._started_producer()
         assert self._producer is not None  # until_kafka_answers returns only on success
-        # Kept up to date on every metadata refresh, so that a grown topic is used whole.
-        cluster = self._producer.client.cluster
-        cluster.add_listener(self._metadata_updated)
-        self._metadata_updated(cluster)
+        self._watch_metadata(self._producer)
         self._probe_task = asyncio.create_task(self._probe_forever(), name="kafka-probe")
+
+    async def _started_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            **self._kafka.client_options(),
+            client_id="postback-edge",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self._linger_ms,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
 
     async def publish(self, record: RawRecord) -> None:
         producer = self._producer
@@ -167,8 +179,43 @@ class KafkaPublisher:
             raise
         except KafkaError as error:
             self.health.failed()
+            if isinstance(error, WEDGED_PRODUCER_ERRORS):
+                self._replace(producer, error)
             raise PublishError(f"{type(error).__name__}: {error}") from error
         self.health.succeeded()
+
+    def _replace(self, wedged: AIOKafkaProducer, error: KafkaError) -> None:
+        """Swap in a new producer for one that can no longer write; once, however many
+        publishes saw the error. Postbacks meanwhile get 503 and come back as retries."""
+        if self._producer is not wedged or self._replacing is not None:
+            return
+        log.error(
+            "the Kafka producer can no longer write after an outage; replacing it",
+            extra={"fields": {"error": f"{type(error).__name__}: {error}"}},
+        )
+        self._replacing = asyncio.create_task(self._swap(wedged), name="producer-replace")
+
+    async def _swap(self, wedged: AIOKafkaProducer) -> None:
+        try:
+            async for attempt in until_kafka_answers(self._kafka, forever=True):
+                with attempt:
+                    producer = await self._started_producer()
+            self._producer = producer
+            self._watch_metadata(producer)
+            log.info("the Kafka producer was replaced")
+        finally:
+            self._replacing = None
+        # Its unsent batches can only fail now; nothing it holds was acknowledged.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self._probe_interval_s):
+                await wedged.stop()
+
+    def _watch_metadata(self, producer: AIOKafkaProducer) -> None:
+        """Keep the partition count current on every metadata refresh, so that a grown topic
+        is used whole."""
+        cluster = producer.client.cluster
+        cluster.add_listener(self._metadata_updated)
+        self._metadata_updated(cluster)
 
     def _metadata_updated(self, cluster: ClusterMetadata) -> None:
         partitions = cluster.partitions_for_topic(self._topic.name)
@@ -195,10 +242,11 @@ class KafkaPublisher:
         Records still unsent when time runs out were never acknowledged to the provider, so
         giving up on them loses nothing: the provider will retry them.
         """
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+        for task in (self._probe_task, self._replacing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         producer, self._producer = self._producer, None
         if producer is None:
             return

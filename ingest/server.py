@@ -18,10 +18,13 @@ import uvicorn
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from common.logs import configure_logging
+from ingest.answers import Answers
 from ingest.app import create_app, flush_timeout
 from ingest.handlers import EdgeState
+from ingest.instruments import EdgeMetrics
 from ingest.protocol import HeadLimits, edge_protocol
 from ingest.publisher import KafkaPublisher
+from ingest.refusals import Refusals
 from ingest.settings import EdgeSettings
 
 # A collection of the youngest generation scans every request in flight (its task, coroutines,
@@ -82,7 +85,11 @@ def build_server(
     """
     # `_created` series double the output and nobody graphs them. Untyped in prometheus_client.
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    registry = registry or CollectorRegistry()
     state = EdgeState()
+    metrics = EdgeMetrics(registry, sources=settings.sources)
+    refusals = Refusals(metrics)
+    answers = Answers(retry_after_s=settings.retry_after_s)
     publisher = KafkaPublisher(
         settings.kafka,
         settings.topics.raw,
@@ -90,7 +97,15 @@ def build_server(
         linger_ms=settings.linger_ms,
         probe_interval_s=settings.kafka_probe_interval_s,
     )
-    app = create_app(settings, publisher, registry or CollectorRegistry(), state)
+    app = create_app(
+        settings,
+        publisher,
+        registry,
+        metrics=metrics,
+        refusals=refusals,
+        answers=answers,
+        state=state,
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -98,7 +113,7 @@ def build_server(
         loop="uvloop",
         # httptools with the head limits and the upgrade refusal uvicorn lacks (protocol.py).
         http=edge_protocol(
-            app.answers, HeadLimits(settings.max_header_bytes, settings.header_timeout_s)
+            refusals, answers, HeadLimits(settings.max_header_bytes, settings.header_timeout_s)
         ),
         # The edge serves no WebSockets: an upgrade request is refused like any other.
         ws="none",
@@ -120,5 +135,5 @@ def build_server(
 
 
 def run(settings: EdgeSettings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     build_server(settings, tune_gc=True).run()

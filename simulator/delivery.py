@@ -12,7 +12,9 @@ The rules (postback-formats.md §6, and the edge's README):
   earliest one.
 
 A run ends when every postback is acked or given up. It ends early when `stop` is set or
-`max_duration` has passed; the postbacks still queued are then "abandoned". Bounds: at most
+`max_duration` has passed; the postbacks still queued are then "abandoned". Setting `drain`
+instead stops taking fresh postbacks while the retries already owed are still sent: the run
+ends once those are acked or given up, and the postbacks never sent are "abandoned". Bounds: at most
 `len(postbacks) * (max_retries + 1)` attempts, each within `answer_timeout`, and waits only
 for a retry that is due later, so a run lasts at most about
 `max_retries * (retry_delay + answer_timeout) + attempts * answer_timeout`.
@@ -103,6 +105,7 @@ async def deliver(
     *,
     seed: int = 0,
     stop: asyncio.Event | None = None,
+    drain: asyncio.Event | None = None,
     max_duration: float | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> Run:
@@ -117,6 +120,10 @@ async def deliver(
         if stop.is_set() or (deadline is not None and deadline.expired):
             run.stopped = True
             break
+        if drain is not None and drain.is_set():
+            fresh.clear()
+            if not due:
+                break
         now = time.monotonic()
         if notify is not None and now - last_note >= PROGRESS_EVERY_S:
             last_note = now

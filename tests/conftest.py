@@ -7,14 +7,17 @@ topics with unique names, so tests never see each other's records.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
+from devstack.cluster import LocalCluster
 from devstack.kafka import LocalKafka, broker_or_configured
-from tests.kafka_tools import ReadTopic, read_records
+from testkit.kafka_tools import ReadTopic, read_records
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +32,23 @@ def own_broker() -> Iterator[LocalKafka]:
     rest of the suite. A module that uses it overrides `kafka_bootstrap` with its address."""
     with LocalKafka() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def session_cluster() -> Iterator[LocalCluster]:
+    """Three KRaft nodes (replication 3, min ISR 2 for internal topics), started on first use
+    and shared by every test that may kill, stop or pause its nodes."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.skip("needs the local three-node cluster, whose nodes the tests kill and pause")
+    with LocalCluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kafka_cluster(session_cluster: LocalCluster) -> LocalCluster:
+    """The shared cluster, every node running and thawed, whatever an earlier test did."""
+    session_cluster.heal()
+    return session_cluster
 
 
 @pytest.fixture
@@ -48,7 +68,9 @@ def base_env(kafka_bootstrap: str, topic_prefix: str) -> dict[str, str]:
         "KAFKA_TOPIC_RAW": f"{topic_prefix}.raw",
         "KAFKA_TOPIC_EVENTS": f"{topic_prefix}.events",
         "KAFKA_TOPIC_DLQ": f"{topic_prefix}.dlq",
+        "KAFKA_TOPIC_STATE": f"{topic_prefix}.state",
         "KAFKA_STARTUP_TIMEOUT_SECONDS": "20",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
     }
 
 

@@ -7,16 +7,22 @@ after .dockerignore) and checks every command it runs against the installed pack
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
+import functools
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from common.env import SettingsError
+from ingest.settings import EdgeSettings
+from postback_pipeline.cli import BY_NAME
 from tests.deploy.support import REPO, dockerfile_args, dockerfile_stages, run, tool
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -30,14 +36,13 @@ def final_stage() -> dict[str, list[str]]:
     return instructions
 
 
-def module_runs(module: str) -> bool:
-    """`python -m module` would run: the module exists, as a package with __main__ or plain."""
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        return False
-    if spec.submodule_search_locations is not None:
-        return importlib.util.find_spec(f"{module}.__main__") is not None
-    return True
+@functools.cache
+def command_runs(name: str) -> bool:
+    """`postback-pipeline NAME` would run: the installed console script has the command and
+    loads it (its --help does)."""
+    script = Path(sys.executable).with_name("postback-pipeline")
+    result = subprocess.run([script, name, "--help"], capture_output=True, check=False)
+    return result.returncode == 0 and name in BY_NAME
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -150,6 +155,7 @@ def test_build_context_holds_what_is_copied_and_nothing_else() -> None:
         "tests/conftest.py",
         "ingest/__pycache__/app.cpython-311.pyc",
         "bench/serial.py",
+        "testkit/traffic.py",
     ):
         assert dockerignore_excludes(private), private
 
@@ -165,17 +171,19 @@ def test_runs_as_a_numeric_non_root_user() -> None:
     assert int(gid) > 0
 
 
-def test_entrypoint_and_command_are_exec_form_modules_the_package_has() -> None:
-    """`docker run IMAGE [module]` starts python directly (it gets SIGTERM) on a real module."""
+def test_entrypoint_and_command_are_exec_form_commands_the_package_has() -> None:
+    """`docker run IMAGE [command]` starts the console script directly (it gets SIGTERM) on a
+    command it has."""
     final = final_stage()
     (entrypoint,) = final["ENTRYPOINT"]
     (command,) = final["CMD"]
 
-    assert json.loads(entrypoint) == ["python", "-m"]
-    (module,) = json.loads(command)
-    assert module == "ingest"
-    for service in ("ingest", "consumers.processor", "consumers.metrics"):
-        assert module_runs(service), service
+    assert json.loads(entrypoint) == ["postback-pipeline"]
+    assert PYPROJECT["project"]["scripts"]["postback-pipeline"] == "postback_pipeline.cli:main"
+    assert json.loads(command) == ["edge"]
+    for service in ("edge", "processor", "metrics"):
+        assert command_runs(service), service
+    assert not command_runs("ingest")
 
 
 def test_services_listen_on_all_interfaces_in_the_container() -> None:
@@ -186,6 +194,17 @@ def test_services_listen_on_all_interfaces_in_the_container() -> None:
         assert f"{variable}=0.0.0.0" in env
     assert final_stage()["EXPOSE"] == ["8080 9101 9102"]
     assert "PYTHONDONTWRITEBYTECODE=1" in env, "the root filesystem is read-only at run time"
+
+
+def test_the_image_alone_starts_no_edge_anyone_may_post_to() -> None:
+    """Run with only a Kafka address, the image's edge (on 0.0.0.0) refuses to start until an
+    allowlist, Basic credentials or EDGE_ALLOW_ANY_SENDER=true says who may post."""
+    image_env = dict(re.findall(r"(\w+)=(\S+)", " ".join(final_stage()["ENV"])))
+    environ = {**image_env, "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+
+    with pytest.raises(SettingsError, match="EDGE_ALLOW_ANY_SENDER=true"):
+        EdgeSettings.from_environ(environ)
+    EdgeSettings.from_environ({**environ, "EDGE_ALLOWED_CIDRS": "198.51.100.0/24"})
 
 
 def test_oci_labels_describe_the_image() -> None:

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from ingest.outcomes import Outcome
 from tests.deploy.support import (
+    DEFAULTS,
     REPO,
     dashboard,
     dashboard_queries,
@@ -31,7 +33,7 @@ def alerts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
-@pytest.mark.parametrize("scenario", ["default", "strimzi-mtls-values"])
+@pytest.mark.parametrize("scenario", [DEFAULTS, "strimzi-mtls-values"])
 def test_promtool_accepts_the_rules(scenario: str, tmp_path: Path) -> None:
     """Prometheus loads the rendered rules: every expression and template parses."""
     rules = write_rule_file(tmp_path / "rules.yaml", rule_groups(scenario))
@@ -99,7 +101,7 @@ def test_alerts_link_their_runbook_section() -> None:
     anchors = {heading.lower() for heading in headings}  # how Markdown renderers anchor them
 
     for rule in alerts(
-        rule_groups("default", "--set", f"monitoring.prometheusRule.runbookUrl={url}")
+        rule_groups(DEFAULTS, "--set", f"monitoring.prometheusRule.runbookUrl={url}")
     ):
         link = rule["annotations"]["runbook_url"]
         assert link == f"{url}#{rule['alert'].lower()}"
@@ -110,6 +112,34 @@ def test_alert_labels_from_values_reach_every_alert() -> None:
     """Routing labels set once in values (team: messaging) are on every alert."""
     for rule in alerts(rule_groups("strimzi-mtls-values")):
         assert rule["labels"]["team"] == "messaging", rule["alert"]
+
+
+def alerted_reasons(rule: dict[str, Any]) -> set[str]:
+    """The refusal reasons an alert's expression selects (`reason=~"a|b"`)."""
+    (reasons,) = re.findall(r'reason=~"([a-z_|]+)"', rule["expr"])
+    return set(reasons.split("|"))
+
+
+def runbook_section(heading: str) -> str:
+    return RUNBOOK.read_text().split(f"### {heading}\n", 1)[1].split("\n#", 1)[0]
+
+
+def test_every_refusal_reason_is_alerted_on_or_documented_as_not() -> None:
+    """A refusal reason added to the edge is either in an alert (5xx: PostbackEdgeFailing; the
+    sender's side: PostbackEdgeRefusing, whose runbook section explains it) or named in the
+    runbook's "Refusals no alert names", never silently in neither."""
+    rules = {rule["alert"]: rule for rule in alerts(rule_groups())}
+    failing = alerted_reasons(rules["PostbackEdgeFailing"])
+    refusing = alerted_reasons(rules["PostbackEdgeRefusing"])
+    bullets = re.findall(r"^- (.*?):", runbook_section("Refusals no alert names"), re.MULTILINE)
+    unalerted = {reason for bullet in bullets for reason in re.findall(r"`(\w+)`", bullet)}
+
+    assert failing == {o.reason for o in Outcome if o.status == 503}
+    assert refusing == {o.reason for o in Outcome if 400 <= o.status < 500} - unalerted
+    assert failing | refusing | unalerted == {o.reason for o in Outcome if o.refused}
+    assert not (failing | refusing) & unalerted
+    for reason in refusing:
+        assert f"`{reason}`" in runbook_section("PostbackEdgeRefusing"), reason
 
 
 def test_retry_budget_alert_leaves_time_to_act() -> None:

@@ -9,10 +9,10 @@ import httpx
 import orjson
 import pytest
 
+from testkit.kafka_tools import read_all_committed
+from testkit.samples import all_valid, content_type
 from tests.integration.consumers.conftest import running_processor, with_processor_settings
 from tests.integration.ingest.conftest import running_edge
-from tests.kafka_tools import read_all_committed
-from tests.samples import all_valid, content_type
 
 pytestmark = pytest.mark.kafka
 

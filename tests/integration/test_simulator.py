@@ -17,9 +17,9 @@ from common.kafka import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from simulator.check import CheckError, Expectation, _read_to_end, check_events
 from simulator.cli import OK, run
+from testkit.kafka_tools import produce, read_all_committed, topic_size
 from tests.integration.consumers.conftest import running_processor, with_processor_settings
 from tests.integration.ingest.conftest import running_edge
-from tests.kafka_tools import produce, read_all_committed, topic_size
 
 pytestmark = pytest.mark.kafka
 

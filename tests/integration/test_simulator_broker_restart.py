@@ -20,9 +20,9 @@ import pytest
 
 from devstack.kafka import LocalKafka
 from simulator.cli import OK, run
+from testkit.kafka_tools import read_all_committed, topic_size
 from tests.integration.consumers.conftest import running_processor, with_processor_settings
 from tests.integration.ingest.conftest import RunningEdge, running_edge
-from tests.kafka_tools import read_all_committed, topic_size
 
 pytestmark = pytest.mark.kafka
 

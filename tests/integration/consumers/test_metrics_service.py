@@ -31,8 +31,8 @@ from consumers.processor.identity import Identity
 from consumers.processor.parse import parse
 from consumers.processor.rawmeta import RawMeta
 from devstack.kafka import free_port
-from tests.kafka_tools import committed_total, topic_size
-from tests.samples import all_valid
+from testkit.kafka_tools import committed_total, topic_size
+from testkit.samples import all_valid
 
 pytestmark = pytest.mark.kafka
 

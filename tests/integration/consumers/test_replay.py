@@ -14,9 +14,9 @@ from common.kafka import KafkaSettings
 from common.topics import TopicSettings, ensure_topics
 from consumers.replay import replay
 from consumers.settings import ProcessorSettings
-from tests.kafka_tools import produce, read_all_committed
-from tests.samples import all_malformed
-from tests.traffic import as_raw, delivery_reports, expected_event_ids, hours_ago_ms
+from testkit.kafka_tools import produce, read_all_committed
+from testkit.samples import all_malformed
+from testkit.traffic import as_raw, delivery_reports, expected_event_ids, hours_ago_ms
 
 pytestmark = pytest.mark.kafka
 

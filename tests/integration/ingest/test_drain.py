@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from devstack.kafka import free_port
-from tests.kafka_tools import read_records
+from testkit.kafka_tools import read_records
 
 pytestmark = pytest.mark.kafka
 

@@ -16,8 +16,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from ingest.keys import body_hash_key
 from ingest.server import GC_THRESHOLDS, build_server
 from ingest.settings import EdgeSettings
+from testkit.kafka_tools import ReadTopic, topic_size
 from tests.integration.ingest.conftest import EdgeFactory, RunningEdge
-from tests.kafka_tools import ReadTopic, topic_size
 
 pytestmark = pytest.mark.kafka
 

@@ -34,10 +34,10 @@ from hypothesis import strategies as st
 
 from ingest.keys import partition_key
 from ingest.outcomes import Outcome
+from testkit.kafka_tools import read_all_committed
+from testkit.samples import all_malformed, all_valid
 from tests.integration.ingest.conftest import EdgeFactory, RunningEdge
-from tests.kafka_tools import read_all_committed
 from tests.raw_http import Answer, RawConnection, chunked, split_at
-from tests.samples import all_malformed, all_valid
 
 pytestmark = pytest.mark.kafka
 

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from devstack.kafka import LocalKafka
+from testkit.kafka_tools import read_records
 from tests.integration.ingest.conftest import running_edge
-from tests.kafka_tools import read_records
 
 pytestmark = pytest.mark.kafka
 

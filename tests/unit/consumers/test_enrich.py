@@ -10,7 +10,7 @@ from consumers.processor.enrich import enrich, number_facts, utc_timestamp
 from consumers.processor.identity import digest, event_id
 from consumers.processor.parse import parse
 from consumers.processor.rawmeta import RawMeta
-from tests.samples import all_valid, load
+from testkit.samples import all_valid, load
 
 # 2024-03-05T14:22:50Z, a few seconds after most samples' provider timestamps.
 RECEIVED_AT_MS = 1_709_648_570_000

@@ -18,7 +18,7 @@ from consumers.processor.identity import (
     event_id,
 )
 from consumers.processor.parse import parse
-from tests.samples import all_valid, load
+from testkit.samples import all_valid, load
 
 STATUS_FIELDS = ("origin", "tracking-id", "code", "status")
 

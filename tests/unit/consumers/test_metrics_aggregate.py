@@ -18,7 +18,7 @@ from consumers.processor.enrich import enrich
 from consumers.processor.identity import Identity
 from consumers.processor.parse import parse
 from consumers.processor.rawmeta import RawMeta
-from tests.samples import all_valid
+from testkit.samples import all_valid
 
 # 2024-03-05T14:22:50Z
 RECEIVED_AT = "2024-03-05T14:22:50.000000Z"

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from consumers.processor.parse import MAX_DEPTH, REASONS, Notification, Unparseable, parse
-from tests.samples import all_malformed, all_valid, load
+from testkit.samples import all_malformed, all_valid, load
 
 # Why each malformed sample must be refused, decided from the sample itself.
 EXPECTED_REASONS = {

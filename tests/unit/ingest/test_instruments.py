@@ -86,25 +86,3 @@ def test_loop_histograms_export_what_prometheus_client_would(values: list[float]
     lines = generate_latest(theirs).decode().splitlines()
     expected = {line for line in lines if "_created" not in line}
     assert set(generate_latest(ours).decode().splitlines()) == expected
-
-
-def test_only_accepted_is_200_and_every_retryable_refusal_asks_for_a_retry() -> None:
-    """The provider forgets a postback only on 200, so only a stored one may get it."""
-    assert [o for o in Outcome if o.status == 200] == [Outcome.ACCEPTED]
-    for outcome in Outcome:
-        if outcome.retryable:
-            assert outcome.status in (408, 499, 503), outcome
-    assert len({o.reason for o in Outcome}) == len(Outcome)
-
-
-def test_answers_that_leave_request_bytes_unread_close_the_connection() -> None:
-    """After a stalled, oversized or unframeable request, nothing the client sends next may be
-    read as a request: those answers end the connection."""
-    closing = {o for o in Outcome if o.closes}
-    assert closing == {
-        Outcome.BODY_TOO_LARGE,
-        Outcome.BODY_TIMEOUT,
-        Outcome.HEADER_TIMEOUT,
-        Outcome.HEADER_TOO_LARGE,
-        Outcome.UPGRADE_REFUSED,
-    }

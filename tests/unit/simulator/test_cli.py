@@ -10,7 +10,7 @@ import pytest
 
 from devstack.kafka import free_port
 from simulator.cli import CHECK_FAILED, OK, USAGE, run
-from tests.unit.simulator import ScriptedServer, refuse_first_postback
+from tests.unit.simulator.scripted_server import ScriptedServer, refuse_first_postback
 
 
 async def simulate(*argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:

@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from simulator.connection import USER_AGENT, Connection, Target
-from tests.unit.simulator import HANG_UP, Raw, ScriptedServer, in_turn
+from tests.unit.simulator.scripted_server import HANG_UP, Raw, ScriptedServer, in_turn
 
 BODY = b'{"origin":"SMS_MO","code":"N211","tracking-id":"smsmo1"}'
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
 
-from simulator.connection import Connection, Target
+from simulator.connection import Connection, Exchange, Target
 from simulator.delivery import Policy, Run, deliver
 from simulator.mix import JSON, Postback
-from tests.unit.simulator import HANG_UP, SILENT, ScriptedServer, gaps, in_turn
+from tests.unit.simulator.scripted_server import HANG_UP, SILENT, ScriptedServer, gaps, in_turn
 
 DELAY = 0.15  # retry delay in these tests: short, yet well above scheduling noise
 
@@ -161,6 +162,37 @@ async def test_max_duration_stops_the_run_and_reports_the_rest_abandoned() -> No
     assert [delivery.fate for delivery in run.deliveries] == ["abandoned", "abandoned"]
     assert run.elapsed < 5
     assert run.waiting > 0
+
+
+async def test_a_drained_run_sends_no_fresh_postback_but_every_retry_it_owes() -> None:
+    """Draining stops new traffic at once, yet a postback already refused still gets its
+    retries: the provider keeps what it owes, which is what a fault drill's tail relies on."""
+    drain = asyncio.Event()
+
+    class DrainAfterFirst:
+        def __init__(self, inner: Connection) -> None:
+            self.inner = inner
+
+        async def post(self, body: bytes, content_type: str, answer_timeout: float) -> Exchange:
+            exchange = await self.inner.post(body, content_type, answer_timeout)
+            drain.set()
+            return exchange
+
+    async with ScriptedServer(in_turn(503, then=200)) as server:
+        connection = Connection(Target.parse(server.url))
+        try:
+            run = await deliver(
+                postbacks(3),
+                DrainAfterFirst(connection),
+                Policy(retry_delay=DELAY, max_retries=5),
+                drain=drain,
+            )
+        finally:
+            await connection.close()
+    assert [delivery.fate for delivery in run.deliveries] == ["acked", "abandoned", "abandoned"]
+    assert run.deliveries[0].attempts == 2
+    assert [delivery.attempts for delivery in run.deliveries[1:]] == [0, 0]
+    assert not run.stopped
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Reading topics back in tests: what a test asserts about Kafka, it reads from Kafka."""
+"""Writing and reading topics for tests and benchmarks: what a test asserts about Kafka, it reads
+from Kafka."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 ReadTopic = Callable[..., Awaitable[list[ConsumerRecord[bytes, bytes]]]]
+# (key, value, headers, timestamp_ms): one record as `produce` writes it.
+ProducerRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
 
 
 async def read_records(
@@ -40,16 +43,18 @@ async def read_records(
     return records
 
 
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic` (none when it does not exist), from fresh metadata."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in cluster.partitions_for_topic(topic) or ()]
+
+
 async def topic_size(bootstrap: str, topic: str) -> int:
     """How many records a topic holds, from its offsets: instant, unlike reading it."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = [
-            TopicPartition(topic, partition)
-            for partition in cluster.partitions_for_topic(topic) or ()
-        ]
+        partitions = await _partitions(consumer, topic)
         assert partitions, f"topic {topic} does not exist"
         beginnings = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
@@ -65,11 +70,7 @@ async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[
     )
     await consumer.start()
     try:
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = [
-            TopicPartition(topic, partition)
-            for partition in cluster.partitions_for_topic(topic) or ()
-        ]
+        partitions = await _partitions(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
@@ -90,7 +91,7 @@ async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[
 async def produce(
     bootstrap: str,
     topic: str,
-    records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]],
+    records: list[ProducerRecord],
 ) -> None:
     """Write (key, value, headers, timestamp_ms) records, all acknowledged on return."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)

@@ -1,4 +1,4 @@
-"""Realistic postbacks, one file per kind and format, shared by unit, integration and schema tests.
+"""Realistic postbacks, one file per kind and format, shared by tests and benchmarks.
 
 A kind is the file's path below this folder without its extension: "v2/sms_mt_n202",
 "v1/mms_mo_n401_notification", "malformed/truncated". v2/ holds JSON bodies, v1/ XML bodies

@@ -1,5 +1,5 @@
-"""Realistic raw-topic traffic for processor tests: distinct notifications, provider retries,
-malformed bodies, written the way the edge writes them."""
+"""Realistic raw-topic traffic for processor tests and benchmarks: distinct notifications,
+provider retries, malformed bodies, written the way the edge writes them."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import orjson
 from consumers.processor.identity import Identity, event_id
 from consumers.processor.parse import Unparseable, parse
 from ingest.records import build_record
-from tests.samples import all_malformed, all_valid
+from testkit.samples import all_malformed, all_valid
 
-RawRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
+ProducerRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]], int | None]
 
 OPERATORS = [("0001470", "T-Mobile USA"), ("0001570", "Verizon"), ("0001140", "AT&T")]
 
@@ -48,12 +48,62 @@ def delivery_reports(count: int, seed: int = 7) -> list[bytes]:
 
 
 def with_retries(bodies: list[bytes], ratio: float, seed: int = 11) -> list[bytes]:
-    """The stream the provider sends: every body once, plus `ratio` of them again, later."""
+    """The stream the provider sends: every body once, plus `ratio` of them again, later.
+
+    Each retry goes to a uniformly drawn place after its body's first copy in the stream built
+    so far (the same draws, hence the same stream for a seed, as inserting into a list), in
+    O(n log n): a Fenwick tree counts what was inserted behind each original body, so finding a
+    body and the place to insert is a tree walk, not a list scan.
+    """
     rng = random.Random(seed)
-    stream = list(bodies)
+    first: dict[bytes, int] = {}  # equal bodies are one body, found at its first index
+    for index, body in enumerate(bodies):
+        first.setdefault(body, index)
+    behind: list[list[bytes]] = [[] for _ in bodies]  # retries between body i and body i + 1
+    tree = _Fenwick([1] * len(bodies))  # body i and its retries: 1 + len(behind[i])
+    length = len(bodies)
     for body in rng.sample(bodies, int(len(bodies) * ratio)):
-        stream.insert(rng.randrange(stream.index(body) + 1, len(stream) + 1), body)
-    return stream
+        at = rng.randrange(tree.prefix(first[body]) + 1, length + 1)
+        owner = tree.last_fitting(at - 1)  # the original body the new place follows
+        behind[owner].insert(at - tree.prefix(owner) - 1, body)
+        tree.add(owner, 1)
+        length += 1
+    return [copy for body, retries in zip(bodies, behind, strict=True) for copy in (body, *retries)]
+
+
+class _Fenwick:
+    """Prefix sums of non-negative weights with point updates, each in O(log n)."""
+
+    def __init__(self, weights: list[int]) -> None:
+        self._sums = [0, *weights]
+        for index in range(1, len(self._sums)):
+            parent = index + (index & -index)
+            if parent < len(self._sums):
+                self._sums[parent] += self._sums[index]
+
+    def add(self, index: int, amount: int) -> None:
+        index += 1
+        while index < len(self._sums):
+            self._sums[index] += amount
+            index += index & -index
+
+    def prefix(self, count: int) -> int:
+        """The sum of the first `count` weights."""
+        total = 0
+        while count > 0:
+            total += self._sums[count]
+            count -= count & -count
+        return total
+
+    def last_fitting(self, limit: int) -> int:
+        """The largest `count` whose prefix sum is at most `limit`."""
+        count, step = 0, 1 << (len(self._sums) - 1).bit_length()
+        while step:
+            if count + step < len(self._sums) and self._sums[count + step] <= limit:
+                count += step
+                limit -= self._sums[count]
+            step >>= 1
+        return count
 
 
 def hours_ago_ms(hours: float) -> int:
@@ -62,9 +112,9 @@ def hours_ago_ms(hours: float) -> int:
     return int((time.time() - hours * 3600) * 1000)
 
 
-def as_raw(bodies: list[bytes], received_at_ms: int, step_ms: int = 1) -> list[RawRecord]:
+def as_raw(bodies: list[bytes], received_at_ms: int, step_ms: int = 1) -> list[ProducerRecord]:
     """Raw records as the edge writes them, received `step_ms` apart from `received_at_ms`."""
-    records: list[RawRecord] = []
+    records: list[ProducerRecord] = []
     for n, body in enumerate(bodies):
         record = build_record(
             body,

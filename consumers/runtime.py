@@ -26,6 +26,7 @@ from functools import partial
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
+from common.memory import release_free_memory
 from common.startup import until_kafka_answers
 from common.topics import ensure_topics
 from consumers.changelog import Changelog, state_topic
@@ -39,6 +40,8 @@ from consumers.settings import ProcessorSettings
 from consumers.writer import OutcomeWriter
 
 log = logging.getLogger("consumers.processor")
+
+TRIM_EVERY_S = 30.0  # how often freed heap memory goes back to the system (common/memory.py)
 
 
 class ProcessorFenced(RuntimeError):
@@ -86,6 +89,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         settings = self._settings
         interval_s = settings.commit_interval_ms / 1000
         max_records = settings.commit_max_records
+        next_trim = time.monotonic() + TRIM_EVERY_S
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(
@@ -105,6 +109,9 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 for owned in self._owned.values():
                     if owned.busy is None and owned.due(now, interval_s, max_records):
                         self._start_commit(owned)
+                if now >= next_trim:
+                    release_free_memory()
+                    next_trim = now + TRIM_EVERY_S
         finally:
             await self._shutdown()
 

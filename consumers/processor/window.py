@@ -121,7 +121,7 @@ PROVIDER_RETRY_SPAN_MS: Final = 30 * 60 * 1000
 """Latest a provider retry arrives after its original: 5 retries about 5 minutes apart."""
 
 DEFAULT_WINDOW_MS: Final = 6 * 60 * 60 * 1000
-DEFAULT_MAX_KEYS: Final = 2_000_000
+DEFAULT_MAX_KEYS: Final = 4_000_000
 """The cap's default (consumers.settings has its own); size it to the partition's traffic."""
 
 SLOTS_PER_WINDOW: Final = 4

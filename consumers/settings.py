@@ -21,8 +21,8 @@ from common.env import (
     text,
 )
 from common.kafka import KafkaSettings
-from consumers.processor.window import DEFAULT_MAX_KEYS
 from common.topics import TopicSettings
+from consumers.processor.window import DEFAULT_MAX_KEYS
 
 HOUR_MS = 60 * 60 * 1000
 # An HMAC key shorter than its hash's output (32 bytes for SHA-256) weakens it (RFC 2104 §3).

@@ -18,6 +18,7 @@ import sys
 import uvloop
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
+from common.client_futures import quiet_orphaned_client_errors
 from common.env import settings_or_exit
 from common.logs import configure_logging
 from common.ops_http import OpsServer, ops_app
@@ -33,6 +34,7 @@ async def serve(settings: ProcessorSettings) -> int:
     runtime = ProcessorRuntime(settings, ProcessorMetrics(registry))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_orphaned_client_errors(loop)  # a fence's echoes in aiokafka's own futures
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 

@@ -80,7 +80,11 @@ async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
     await asyncio.sleep(DOWN_S)
     await asyncio.to_thread(own_broker.start)
 
-    await wait_caught_up(env, timeout=75)
+    try:
+        await wait_caught_up(env, timeout=75)
+    except AssertionError as stuck:
+        tail = processor.log_tail(80)
+        raise AssertionError(f"{stuck}; the processor's log ends:\n{tail}") from None
     assert processor.running, "the processor exited instead of recovering"
     assert await processor.stop() == 0
     await assert_exactly_once(env, mix.event_ids, mix.malformed)

@@ -87,6 +87,8 @@ def parse(body: bytes, content_type: str | None = None) -> Notification:
     a form-encoded body, the way v1 *requests* carried XML (an `xml` form field); a body
     starting with `xml=` is read that way too.
     """
+    if body.startswith(b"{"):  # nearly every body: JSON, nothing before it
+        return _parse_json(body)
     start = body.lstrip()
     if start.startswith(b"\xef\xbb\xbf"):
         start = start[3:].lstrip()

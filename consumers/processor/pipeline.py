@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import orjson
 
 from common import raw_record
+from consumers.dlq import DeadLetterReason
 from consumers.events import cloudevents
 from consumers.events.model import Status
 from consumers.processor.enrich import enrich, leg_facts
@@ -43,6 +44,9 @@ class Emit(NamedTuple):
 
 
 class DeadLetter(NamedTuple):
+    """A record to dead-letter: `reason` is a `DeadLetterReason`'s label (consumers/dlq.py),
+    `detail` what exactly was wrong."""
+
     reason: str
     detail: str
 
@@ -115,7 +119,7 @@ class PartitionPipeline:
             # Retries of a malformed body are dead-lettered once, like events are emitted once.
             if self.window.seen_or_add(digest_raw(value), received_at_ms):
                 return DUPLICATE
-            return DeadLetter(error.reason, error.detail)
+            return DeadLetter(error.reason.value, error.detail)
         digest = self.identity.digest(notification)
         if self.window.seen_or_add(digest, received_at_ms):
             return DUPLICATE
@@ -131,7 +135,9 @@ class PartitionPipeline:
         try:
             event = enrich(notification, meta, digest)
         except Exception as error:  # noqa: BLE001 - a bug must dead-letter, never block
-            return DeadLetter("enrich_failed", f"{type(error).__name__}: {error}")
+            return DeadLetter(
+                DeadLetterReason.ENRICH_FAILED.value, f"{type(error).__name__}: {error}"
+            )
         tracking_id = event["tracking_id"]
         if tracking_id is not None and event["origin"] in MT_ORIGINS:
             latency = self._observe_leg(

@@ -2,11 +2,11 @@
 
     parse -> identify -> dedupe -> enrich -> join delivery latency -> privacy -> serialise
 
-Each record ends in exactly one of three outcomes: an event to emit, a duplicate to drop, or a
-dead letter. Pure apart from the per-partition state it owns (the dedupe window and the
-latency join), which follows the Kafka transaction: `commit()` once the transaction carrying
-this batch's output committed, `abort()` if it did not. No Kafka client is imported here; the
-runtime feeds records in and writes outcomes out.
+Each record ends in exactly one of three dispositions (`Disposition`): an event to emit, a
+duplicate to drop, or a dead letter. Pure apart from the per-partition state it owns (the
+dedupe window and the latency join), which follows the Kafka transaction: `commit()` once the
+transaction carrying this batch's output committed, `abort()` if it did not. No Kafka client
+is imported here; the runtime feeds records in and writes dispositions out.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ class Duplicate:
 
 
 DUPLICATE: Final = Duplicate()
-Outcome = Emit | DeadLetter | Duplicate
+Disposition = Emit | DeadLetter | Duplicate
+"""What becomes of one raw record; `consumers.writer` turns it into Kafka writes."""
 
 
 def _header_text(value: bytes | None) -> str | None:
@@ -108,7 +109,7 @@ class PartitionPipeline:
 
     def process(
         self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int
-    ) -> Outcome:
+    ) -> Disposition:
         facts = dict(headers)
         # Dedupe and latency state run on the edge's clock, which a replay sees unchanged.
         received_at_ms = _header_int(facts.get(raw_record.RECEIVED_AT)) or timestamp_ms

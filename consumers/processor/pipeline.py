@@ -111,7 +111,7 @@ class PartitionPipeline:
         self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int
     ) -> Disposition:
         facts = dict(headers)
-        # Dedupe and latency state run on the edge's clock, which a replay sees unchanged.
+        # Dedupe and latency state run on the edge's clock, which a restore sees unchanged.
         received_at_ms = _header_int(facts.get(raw_record.RECEIVED_AT)) or timestamp_ms
         content_type = _header_text(facts.get(raw_record.CONTENT_TYPE))
         try:
@@ -160,7 +160,7 @@ class PartitionPipeline:
     ) -> None:
         """Change the state exactly as `process` would, without building the event.
 
-        A rebuild after an assignment replays up to hours of records; this path skips
+        A restore from the raw topic re-reads up to hours of records; this path skips
         enrichment and serialisation, which are most of a record's cost.
         """
         facts = dict(headers)
@@ -226,6 +226,12 @@ class PartitionPipeline:
         self.latency.abort()
 
     @property
+    def restore_span_ms(self) -> int:
+        """How far before the committed position a restore must start re-reading."""
+        return max(self.window.restore_span_ms, self.latency.restore_span_ms)
+
+    @property
     def replay_span_ms(self) -> int:
-        """How far before the committed position a rebuild must start re-reading."""
-        return max(self.window.replay_span_ms, self.latency.replay_span_ms)
+        """The old name of `restore_span_ms`, until consumers/runtime.py, restore.py,
+        changelog.py and replay.py use the new one (issue 15); then delete this."""
+        return self.restore_span_ms

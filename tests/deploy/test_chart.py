@@ -19,7 +19,9 @@ import pytest
 import yaml
 
 from common.env import SettingsError
+from consumers.changelog import state_topic
 from consumers.metrics.settings import MetricsSettings
+from consumers.processor.pipeline import PartitionPipeline
 from consumers.settings import ProcessorSettings
 from ingest.settings import EdgeSettings
 from tests.deploy.support import (
@@ -455,7 +457,18 @@ def test_strimzi_topics_match_what_the_services_use() -> None:
         env["KAFKA_TOPIC_RAW"],
         env["KAFKA_TOPIC_EVENTS"],
         env["KAFKA_TOPIC_DLQ"],
+        env["KAFKA_TOPIC_STATE"],
     }
+    # The state topic as the processor would create it: a partition per raw partition, and
+    # kept as long as a rebuild looks back.
+    settings = ProcessorSettings.from_environ(env)
+    span_ms = PartitionPipeline.from_settings(settings, "raw", 0).replay_span_ms
+    wanted = state_topic(settings, span_ms)
+    state = topics[env["KAFKA_TOPIC_STATE"]]["spec"]
+    assert state["partitions"] == wanted.partitions == int(env["KAFKA_TOPIC_RAW_PARTITIONS"])
+    assert state["config"]["retention.ms"] == wanted.retention_ms
+    rendered = {key: str(value) for key, value in state["config"].items()}
+    assert dict(wanted.configs).items() <= rendered.items()
     raw = topics[env["KAFKA_TOPIC_RAW"]]
     assert raw["spec"]["partitions"] == int(env["KAFKA_TOPIC_RAW_PARTITIONS"])
     assert raw["spec"]["config"]["retention.ms"] == int(env["KAFKA_TOPIC_RAW_RETENTION_MS"])
@@ -595,7 +608,8 @@ def test_an_allowlist_credentials_or_an_opt_in_let_the_edge_render_and_start(
     """Each of the three ways renders, and the edge starts with what the chart gives it;
     EDGE_ALLOW_ANY_SENDER is set only by the opt-in, and without it the edge itself would
     refuse the same open environment."""
-    result = helm_template("--set-json", setting)
+    key = f"eventsPrivacy.pseudonymKey.existingSecret={PSEUDONYM_KEY_SECRET}"
+    result = helm_template("--set-json", setting, "--set", key)
     manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     (edge,) = [d for d in of_kind(manifests, "Deployment") if component(d) == "edge"]
     env = env_of(edge["spec"]["template"]["spec"]["containers"][0])
@@ -665,9 +679,15 @@ def test_notes_stay_quiet_when_all_is_well(tmp_path: Path) -> None:
     assert "NOTE" not in text
 
 
+# What every render must say besides the setting under test: who may post to the edge.
+ALLOWLIST = ("--set-json", 'edge.allowedCidrs=["198.51.100.0/24"]')
+
+
 def processor_env(*settings: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The processor's container and environment, rendered with `--set` settings only."""
-    manifests = render("default", *[arg for setting in settings for arg in ("--set", setting)])
+    """The processor's container and environment, rendered with the chart's defaults, an edge
+    allowlist and `--set` settings."""
+    result = helm_template(*ALLOWLIST, *[arg for setting in settings for arg in ("--set", setting)])
+    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     (processor,) = [d for d in of_kind(manifests, "Deployment") if component(d) == "processor"]
     (container,) = processor["spec"]["template"]["spec"]["containers"]
     return container, env_of(container)
@@ -676,7 +696,9 @@ def processor_env(*settings: str) -> tuple[dict[str, Any], dict[str, str]]:
 def test_events_are_private_by_default_with_the_key_from_a_secret() -> None:
     """The processor pseudonymises numbers and withholds content; its key never sits in a
     manifest as a plain value."""
-    container, env = processor_env()
+    container, env = processor_env(
+        f"eventsPrivacy.pseudonymKey.existingSecret={PSEUDONYM_KEY_SECRET}"
+    )
     settings = ProcessorSettings.from_environ(env)
     (key,) = [v for v in container["env"] if v["name"] == "EVENTS_PSEUDONYM_KEY"]
 
@@ -691,7 +713,7 @@ def test_events_are_private_by_default_with_the_key_from_a_secret() -> None:
 def test_a_key_given_as_a_value_is_rendered_into_a_secret() -> None:
     """Without an existing Secret the chart makes one and points the processor at it."""
     key = "k" * 32
-    manifests = helm_template("--set", f"eventsPrivacy.pseudonymKey.value={key}").stdout
+    manifests = helm_template(*ALLOWLIST, "--set", f"eventsPrivacy.pseudonymKey.value={key}").stdout
     documents = [doc for doc in yaml.safe_load_all(manifests) if doc]
     (secret,) = of_kind(documents, "Secret")
     (processor,) = [d for d in of_kind(documents, "Deployment") if component(d) == "processor"]
@@ -712,7 +734,9 @@ def test_a_key_given_as_a_value_is_rendered_into_a_secret() -> None:
 )
 def test_privacy_without_a_key_fails_the_render(settings: list[str], complaint: str) -> None:
     """The chart asks for the pseudonym key instead of deploying a processor that cannot start."""
-    result = helm_template(*[arg for s in settings for arg in ("--set", s)], check=False)
+    result = helm_template(
+        *ALLOWLIST, *[arg for s in settings for arg in ("--set", s)], check=False
+    )
 
     assert result.returncode != 0
     assert complaint in result.stderr

@@ -280,6 +280,8 @@ the process to exit after its drain timeout. */}}
   value: {{ $processor.commitMaxRecords | int64 | quote }}
 - name: PROCESSOR_SESSION_TIMEOUT_MS
   value: {{ $processor.sessionTimeoutMs | int64 | quote }}
+- name: KAFKA_TOPIC_STATE
+  value: {{ $root.Values.kafka.topics.state.name | quote }}
 - name: DEDUPE_WINDOW_SECONDS
   value: {{ $processor.dedupeWindowSeconds | int64 | quote }}
 - name: DEDUPE_MAX_KEYS
@@ -460,4 +462,16 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/*
+How long the processor's state topic keeps records: what a rebuild looks back (the dedupe
+window and the latency join's age, each plus a quarter for the slot being filled, the window
+plus the provider's 30 minutes of retries), plus an hour. As consumers/changelog.py computes it.
+*/}}
+{{- define "postback-pipeline.stateRetentionMs" -}}
+{{- $p := .Values.processor -}}
+{{- $window := add (div (mul $p.dedupeWindowSeconds 5) 4) 1800 -}}
+{{- $latency := div (mul $p.latencyMaxAgeSeconds 5) 4 -}}
+{{- mul (add (max $window $latency) 3600) 1000 -}}
 {{- end }}

@@ -136,10 +136,6 @@ class DispositionWriter:
             self.producer = producer
 
 
-# The old name, until consumers/runtime.py and consumers/partition.py use the new one (issue 15).
-OutcomeWriter = DispositionWriter
-
-
 def _retrieve(delivery: asyncio.Future[Any]) -> None:
     if not delivery.cancelled():
         delivery.exception()

@@ -238,9 +238,3 @@ class PartitionPipeline:
     def restore_span_ms(self) -> int:
         """How far before the committed position a restore must start re-reading."""
         return max(self.window.restore_span_ms, self.latency.restore_span_ms)
-
-    @property
-    def replay_span_ms(self) -> int:
-        """The old name of `restore_span_ms`, until consumers/runtime.py, restore.py,
-        changelog.py and replay.py use the new one (issue 15); then delete this."""
-        return self.restore_span_ms

@@ -32,7 +32,7 @@ def test_the_defaults_are_the_documented_ones() -> None:
     assert defaults.transaction_timeout_ms == 60_000
     assert defaults.session_timeout_ms == 10_000
     assert defaults.dedupe_window_ms == defaults.latency_max_age_ms == 6 * 3600 * 1000
-    assert defaults.dedupe_max_keys == 2_000_000
+    assert defaults.dedupe_max_keys == 4_000_000
     assert (defaults.pseudonymise_numbers, defaults.include_content) == (True, False)
     assert (defaults.host, defaults.port) == ("127.0.0.1", 9101)
     assert defaults.group_id == defaults.transactional_id_prefix == "postback-processor"

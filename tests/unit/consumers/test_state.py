@@ -94,7 +94,10 @@ def test_a_change_too_large_for_one_record_is_cut() -> None:
         WindowDelta(SLOT_MS, 10, ()),
         LatencyDelta(10, tuple((TAKE_SENT, 1, "é" * 20, 0) for _ in range(10))),
     )
-    assert len(in_parts(many_ops, max_bytes=512)) == 2
+    parts = in_parts(many_ops, max_bytes=512)
+    assert len(parts) > 1
+    assert all(len(part.encode()) <= 512 for part in parts)
+    assert [op for part in parts for op in part.latency.ops] == list(many_ops.latency.ops)
 
 
 @pytest.mark.parametrize("version", [0, FORMAT_VERSION + 1])

@@ -47,7 +47,7 @@ HOUR_MS: Final = 3_600_000
 TAIL_OFFSETS: Final = 64  # read this far back from the end to find the last record
 
 
-def state_topic(settings: ProcessorSettings, replay_span_ms: int) -> TopicSpec:
+def state_topic(settings: ProcessorSettings, restore_span_ms: int) -> TopicSpec:
     """The state topic: one partition per raw partition, kept as long as a rebuild looks back
     (the state's span) plus an hour; segments roll hourly so that retention can act."""
     raw = settings.topics.raw
@@ -56,7 +56,7 @@ def state_topic(settings: ProcessorSettings, replay_span_ms: int) -> TopicSpec:
         partitions=raw.partitions,
         replication_factor=raw.replication_factor,
         min_insync_replicas=raw.min_insync_replicas,
-        retention_ms=replay_span_ms + HOUR_MS,
+        retention_ms=restore_span_ms + HOUR_MS,
         configs=(("segment.ms", str(HOUR_MS)), ("cleanup.policy", "delete")),
     )
 
@@ -194,7 +194,7 @@ async def _restore(
             f"the state topic ends at raw offset {last.raw_next}, the committed offset is "
             f"{committed} (written by another version, or the offsets were moved)"
         )
-    since_ms = last.timestamp - pipeline.replay_span_ms
+    since_ms = last.timestamp - pipeline.restore_span_ms
     found = await reader.offsets_for_times({tp: since_ms, raw: since_ms})
     start = found[tp].offset if found.get(tp) is not None else beginning
     # Every raw record from here on shaped the state: the chain must reach back this far.

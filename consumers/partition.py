@@ -22,7 +22,7 @@ from consumers.changelog import Changelog
 from consumers.clients import ProcessorClients, stopped
 from consumers.instruments import ProcessorMetrics
 from consumers.processor.pipeline import PartitionPipeline
-from consumers.writer import OutcomeWriter
+from consumers.writer import DispositionWriter
 
 log = logging.getLogger("consumers.processor")
 
@@ -47,7 +47,7 @@ class OwnedPartition:
         tp: TopicPartition,
         *,
         pipeline: PartitionPipeline,
-        writer: OutcomeWriter,
+        writer: DispositionWriter,
         changelog: Changelog,
         committed_offset: int,
         consumer: AIOKafkaConsumer,

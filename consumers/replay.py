@@ -128,7 +128,7 @@ async def replay_partition(
     report: ReplayReport,
 ) -> None:
     """Warm the pipeline on the span before `since_ms`, then replay [since_ms, until_ms)."""
-    warm_from = await _offset_at(consumer, tp, since_ms - pipeline.replay_span_ms)
+    warm_from = await _offset_at(consumer, tp, since_ms - pipeline.restore_span_ms)
     start = await _offset_at(consumer, tp, since_ms)
     stop = await _offset_at(consumer, tp, until_ms)
     consumer.seek(tp, warm_from)

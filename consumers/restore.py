@@ -4,7 +4,7 @@ Two sources, the first that can serve:
 1. the state topic: the state changes every committed transaction wrote beside its events
    (consumers/changelog.py), applied in order; no raw record is re-read;
 2. the raw topic itself: the records received within the state's span
-   (`PartitionPipeline.replay_span_ms`) before the committed position are fed to the
+   (`PartitionPipeline.restore_span_ms`) before the committed position are fed to the
    pipeline's `restore`, which changes the state exactly as `process` would without building
    events. After this, a snapshot of the state goes to the state topic, so that the next
    rebuild of the partition can use it.
@@ -103,7 +103,7 @@ async def _feed_span(
         return RawRestore(0, None)
     reader.seek(tp, until - 1)
     last = await reader.getone()
-    since_ms = last.timestamp - pipeline.replay_span_ms
+    since_ms = last.timestamp - pipeline.restore_span_ms
     found = await reader.offsets_for_times({tp: since_ms})
     start = found[tp].offset if found.get(tp) is not None else beginning
     reader.seek(tp, start)

@@ -38,7 +38,7 @@ from consumers.processor.pipeline import PartitionPipeline
 from consumers.processor.privacy import Privacy
 from consumers.restore import restore
 from consumers.settings import ProcessorSettings
-from consumers.writer import OutcomeWriter
+from consumers.writer import DispositionWriter
 
 log = logging.getLogger("consumers.processor")
 
@@ -77,7 +77,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
     async def start(self) -> None:
         settings = self._settings
         topics = settings.topics
-        span_ms = PartitionPipeline.from_settings(settings, topics.raw.name, 0).replay_span_ms
+        span_ms = PartitionPipeline.from_settings(settings, topics.raw.name, 0).restore_span_ms
         wanted = (*topics.all(), state_topic(settings, span_ms))
         async for attempt in until_kafka_answers(settings.kafka):
             with attempt:
@@ -255,7 +255,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             self._consumer.seek(tp, committed)
             raw_partitions = self._consumer.partitions_for_topic(tp.topic)
             events_partitions = await producer.partitions_for(topics.events.name)
-            writer = OutcomeWriter(
+            writer = DispositionWriter(
                 producer,
                 events_topic=topics.events.name,
                 dlq_topic=topics.dlq.name,

@@ -1,6 +1,6 @@
-"""What a batch of outcomes becomes in Kafka: events, dead letters, and the counts of each.
+"""What a batch of dispositions becomes in Kafka: events, dead letters, and the counts of each.
 
-The processor and the replay command both turn `PartitionPipeline` outcomes into writes the
+The processor and the replay command both turn `PartitionPipeline` dispositions into writes the
 same way, through this class: events into record batches, one per events partition, built
 here rather than one `send()` each (aiokafka's per-record path, with a metadata check, the
 partitioner and a future per record, costs about as much as the whole pipeline); dead letters
@@ -21,10 +21,10 @@ from aiokafka import AIOKafkaProducer
 
 from consumers.dlq import dead_letter_headers
 from consumers.partitioning import EventPartitioner
-from consumers.processor.pipeline import DeadLetter, Emit, Outcome
+from consumers.processor.pipeline import DeadLetter, Disposition, Emit
 
 
-class OutcomeWriter:
+class DispositionWriter:
     __slots__ = (
         "_batches",
         "_dead",
@@ -64,34 +64,40 @@ class OutcomeWriter:
         """Collected and not sent yet."""
         return bool(self._batches or self._full or self._dead)
 
-    def add(self, outcome: Outcome, record: Any) -> None:
-        """Collect the write for one raw `record`'s outcome (a ConsumerRecord)."""
-        if type(outcome) is Emit:
-            partition = self._partitioner.partition(outcome.key, record.key)
+    def add(self, disposition: Disposition, record: Any) -> None:
+        """Collect the write for one raw `record`'s disposition (a ConsumerRecord)."""
+        if type(disposition) is Emit:
+            partition = self._partitioner.partition(disposition.key, record.key)
             batch = self._batches.get(partition)
             if batch is None:
                 batch = self._batches[partition] = self.producer.create_batch()
             if not batch.append(
-                timestamp=None, key=outcome.key, value=outcome.value, headers=outcome.headers
+                timestamp=None,
+                key=disposition.key,
+                value=disposition.value,
+                headers=disposition.headers,
             ):
                 batch.close()
                 self._full.append((partition, batch))
                 batch = self._batches[partition] = self.producer.create_batch()
                 batch.append(  # an empty batch takes any one record
-                    timestamp=None, key=outcome.key, value=outcome.value, headers=outcome.headers
+                    timestamp=None,
+                    key=disposition.key,
+                    value=disposition.value,
+                    headers=disposition.headers,
                 )
             self.emitted += 1
-        elif type(outcome) is DeadLetter:
+        elif type(disposition) is DeadLetter:
             headers = dead_letter_headers(
                 record.headers,
-                reason=outcome.reason,
-                detail=outcome.detail,
+                reason=disposition.reason,
+                detail=disposition.detail,
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
             )
             self._dead.append((record.key, record.value, headers))
-            self.dead_letters[outcome.reason] += 1
+            self.dead_letters[disposition.reason] += 1
         else:
             self.duplicates += 1
 

@@ -14,11 +14,13 @@ is cached per number string.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, cast
 
 import phonenumbers
+from phonenumbers.phonenumberutil import _number_type_helper
 
 from consumers.events.model import SCHEMA_VERSION, Event, NumberType, Status
 from consumers.processor.codes import classify
@@ -51,6 +53,10 @@ TEXT_FIELDS: Final = frozenset(
 # v2 keys whose value is a list of one-key objects, and that key.
 LIST_FIELDS: Final = {"content": "file", "copy-to": "number"}
 _KNOWN: Final = frozenset({"origin", "code", *LIST_FIELDS, *TEXT_FIELDS})
+# The keys of nearly every body: when they are all it has, and all its values are strings,
+# the fields are their own text and nothing goes to `extra`.
+_TEXT_ONLY: Final = frozenset({"origin", "code", *TEXT_FIELDS})
+_STRINGS: Final = frozenset({str})
 
 
 class _WrongShape:
@@ -67,15 +73,18 @@ def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> Event:
     derived from it, so a redelivered notification gets the same event id.
     """
     fields = notification.fields
-    # Nearly always every known field is a string and none is unknown: a comprehension and
-    # two set operations tell (this runs for every record); otherwise one ordered pass.
-    texts: dict[str, str] = {
-        key: value for key, value in fields.items() if key in TEXT_FIELDS and type(value) is str
-    }
     extra: dict[str, object] = {}
-    if len(texts) != len(fields.keys() & TEXT_FIELDS) or not fields.keys() <= _KNOWN:
+    # Nearly always every field is a known one and a string: two set operations in C tell
+    # (this runs for every record), and the fields are then read as they are.
+    if fields.keys() <= _TEXT_ONLY and set(map(type, fields.values())) == _STRINGS:
+        text = cast("Mapping[str, str]", fields).get
+        content_files: list[str] = []
+        copy_to: list[str] = []
+    else:
         texts, extra = _sorted_fields(fields)
-    text = texts.get
+        text = texts.get
+        content_files = _listed(fields, "content", extra)
+        copy_to = _listed(fields, "copy-to", extra)
 
     status_text = text("status")
     status_details = text("status-details")
@@ -93,6 +102,9 @@ def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> Event:
     provider_timestamp, provider_ms = utc_timestamp(timestamp_raw)
     received_at, received_ms = utc_from_epoch_ms(meta.received_at_ms)
     lag_ms = None if provider_ms is None or received_ms is None else received_ms - provider_ms
+    sent_as = text("sent-as")
+    if sent_as is None:
+        sent_as = _inferred_sent_as(notification.origin, notification.code)
 
     event: Event = {
         "schema_version": SCHEMA_VERSION,
@@ -105,7 +117,7 @@ def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> Event:
         "status_details": status_details,
         "is_final": meaning.is_final,
         "is_error": meaning.is_error,
-        "sent_as": _sent_as(text("sent-as"), notification.origin, notification.code),
+        "sent_as": sent_as,
         "tracking_id": text("tracking-id"),
         "client_reference": text("client-reference"),
         "campaign_ref": text("campaign-ref"),
@@ -124,8 +136,8 @@ def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> Event:
         "message_text": text("message-text"),
         "message_subject": text("message-subject"),
         "keyword": text("keyword"),
-        "content_files": _listed(fields, "content", extra),
-        "copy_to": _listed(fields, "copy-to", extra),
+        "content_files": content_files,
+        "copy_to": copy_to,
         "provider_timestamp": provider_timestamp,
         "provider_timestamp_raw": timestamp_raw,
         "received_at": received_at,
@@ -247,14 +259,14 @@ def _parts(value: JsonValue, part: str) -> tuple[list[str], bool]:
     return items, complete
 
 
-def _sent_as(given: str | None, origin: str, code: str) -> str | None:
-    """`sent-as` as given, else inferred where the documentation leaves no doubt.
+def _inferred_sent_as(origin: str, code: str) -> str | None:
+    """`sent-as` where a body has none, inferred where the documentation leaves no doubt.
 
     SMS MT is always "SMS" (v1 bodies omit the node); under MMS MT the N202/E202 codes exist
     only for the fallback SMS. Everything else stays unknown rather than guessed.
     """
-    if given is not None:
-        return given
+    if origin == "SMS_MT":  # as the provider spells it: no need to normalise
+        return "SMS"
     origin_key = origin.strip().upper()
     if origin_key == "SMS_MT":
         return "SMS"
@@ -333,14 +345,54 @@ def _cached_number_facts(number: str) -> NumberFacts:
     calling_code = parsed.country_code
     if calling_code is None:
         return (None, None, "unknown")
-    region = phonenumbers.region_code_for_number(parsed)
+    region, phone_type = region_and_type(parsed, calling_code)
     if region is None:
         regions = phonenumbers.region_codes_for_country_code(calling_code)
         region = regions[0] if len(regions) == 1 else None
     if region in _NOT_A_REGION:
         region = None
-    number_type = _PHONE_TYPES.get(phonenumbers.number_type(parsed), "unknown")
-    return (region, calling_code, number_type)
+    return (region, calling_code, _PHONE_TYPES.get(phone_type, "unknown"))
+
+
+def region_and_type(parsed: phonenumbers.PhoneNumber, calling_code: int) -> tuple[str | None, int]:
+    """What `phonenumbers.region_code_for_number` and `phonenumbers.number_type` give for a
+    number, matching it against its region's number patterns once rather than three times.
+
+    Where a calling code has several regions (+1: 25, +44: 4, +7: 2) both functions find the
+    region by matching the number against each region's patterns until one fits, and
+    `number_type` then matches it again: a third of the cost of a number never seen before, and
+    that first match already is the type. This follows the library's own steps with its own
+    pattern matcher (`_number_type_helper`, private: tests/unit/consumers/test_enrich.py holds
+    the result to the two public functions for every region's example numbers, so a library
+    update that changes them fails there).
+    """
+    national = phonenumbers.national_significant_number(parsed)
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(calling_code)
+    if regions is None or len(regions) == 1:
+        region = None if regions is None else regions[0]
+        return region, _type_in(calling_code, region, national)
+    for region in regions:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region.upper(), None)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None:
+            if re.match(metadata.leading_digits, national):
+                return region, _type_in(calling_code, region, national)
+        else:
+            phone_type: int = _number_type_helper(national, metadata)
+            if phone_type != phonenumbers.PhoneNumberType.UNKNOWN:
+                return region, phone_type
+    return None, _type_in(calling_code, None, national)
+
+
+def _type_in(calling_code: int, region: str | None, national: str) -> int:
+    if region is None:  # no metadata to match against
+        return phonenumbers.PhoneNumberType.UNKNOWN
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(calling_code, region)
+    if metadata is None:
+        return phonenumbers.PhoneNumberType.UNKNOWN
+    phone_type: int = _number_type_helper(national, metadata)
+    return phone_type
 
 
 def _uncached_kind(number: str) -> NumberFacts:
@@ -377,8 +429,8 @@ def utc_timestamp(text: str | None) -> tuple[str | None, int | None]:
     prefix = _utc_second(seconds)
     if prefix is None:
         return None, None
-    micros = since_epoch.microseconds
-    return f"{prefix}.{micros:06d}Z", seconds * 1000 + micros // 1000
+    millis, micros = divmod(since_epoch.microseconds, 1000)
+    return prefix + _MILLIS_PART[millis] + _MICROS_PART[micros], seconds * 1000 + millis
 
 
 def utc_from_epoch_ms(epoch_ms: int | None) -> tuple[str | None, int | None]:
@@ -389,7 +441,14 @@ def utc_from_epoch_ms(epoch_ms: int | None) -> tuple[str | None, int | None]:
     prefix = _utc_second(seconds)
     if prefix is None:
         return None, None
-    return f"{prefix}.{millis:03d}000Z", epoch_ms
+    return prefix + _MILLIS_SUFFIXES[millis], epoch_ms
+
+
+# Fractions of a second as text: joining pieces costs a fraction of formatting them, and every
+# record has two timestamps. ".000000Z" to ".999000Z"; ".000" to ".999" and "000Z" to "999Z".
+_MILLIS_SUFFIXES: Final = tuple(f".{millis:03d}000Z" for millis in range(1000))
+_MILLIS_PART: Final = tuple(f".{millis:03d}" for millis in range(1000))
+_MICROS_PART: Final = tuple(f"{micros:03d}Z" for micros in range(1000))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -34,8 +34,8 @@ Contract (what the runtime may rely on)
   whose Kafka transaction aborts must not have consumed the waiting sent it matched, or the
   retried batch would emit the final without its latency. Changes since the last `commit()` are
   kept in an undo log (one tuple per change); `abort()` reverts them, `commit()` keeps them and
-  is the only place entries expire, so counters never count an aborted batch. Rebuild after an
-  assignment like the window: replay `replay_span_ms` before the committed position (the larger
+  is the only place entries expire, so counters never count an aborted batch. Restore after an
+  assignment like the window: re-read `restore_span_ms` before the committed position (the larger
   of the two spans serves both), `commit()` after each fetched batch.
 - Memory: ~144 bytes per waiting entry with a 20-character tracking id (tracemalloc, see
   `bench/state_bench.py`): the id string, its time, and a dict slot.
@@ -336,8 +336,8 @@ class LatencyJoin:
         return sum(len(slot) for slot in self._slots.values())
 
     @property
-    def replay_span_ms(self) -> int:
-        """How much received-at before the committed position a rebuild must re-read."""
+    def restore_span_ms(self) -> int:
+        """How much received-at before the committed position a restore must re-read."""
         return self._max_age_ms + self._slot_ms
 
     @property

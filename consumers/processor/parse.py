@@ -5,9 +5,9 @@ hold: v2 JSON passes through (one documented alias renamed); v1 XML nodes are ma
 v2 names (postback-formats.md §4), and nodes without a v2 name are kept under a kebab-case
 form of their own. Nothing is dropped, so enrichment can put every unknown field in `extra`.
 
-Everything that cannot become a notification raises `Unparseable` with a reason from `REASONS`.
-The reason travels as a Kafka header value and a metric label, so the set is small and stable;
-the detail is for humans and may change.
+Everything that cannot become a notification raises `Unparseable` with a `DeadLetterReason`
+(consumers/dlq.py: the table of every reason, what it means and what to do) and a detail for
+humans, which may change.
 """
 
 from __future__ import annotations
@@ -16,28 +16,20 @@ import functools
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from typing import Final, Literal, NamedTuple, TypeAlias, get_args
+from typing import Final, NamedTuple, TypeAlias
 from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from consumers.dlq import DeadLetterReason
 from consumers.events.model import InputFormat
 
 JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
 
-Reason = Literal[
-    "empty_body",
-    "invalid_utf8",
-    "invalid_json",
-    "not_an_object",
-    "invalid_xml",
-    "xml_doctype_forbidden",
-    "unknown_root",
-    "missing_origin",
-    "missing_code",
-]
-# Every label `Unparseable.reason` can take: the runtime may pre-register metric series from it.
-REASONS: Final[tuple[Reason, ...]] = get_args(Reason)
+# The reasons a body is refused for; the pipeline adds ENRICH_FAILED.
+REASONS: Final = tuple(
+    reason for reason in DeadLetterReason if reason is not DeadLetterReason.ENRICH_FAILED
+)
 
 _DETAIL_LIMIT: Final = 200
 # First bytes of a JSON object/array or of XML: such a body is read as itself, whatever its label.
@@ -53,9 +45,9 @@ class Unparseable(Exception):
     `reason` is one of `REASONS`; `detail` says what was wrong, bounded in length.
     """
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: DeadLetterReason, detail: str) -> None:
         super().__init__(reason, detail[:_DETAIL_LIMIT])
-        self.reason: Reason = reason
+        self.reason = reason
         self.detail: str = detail[:_DETAIL_LIMIT]
 
     def __str__(self) -> str:
@@ -87,18 +79,20 @@ def parse(body: bytes, content_type: str | None = None) -> Notification:
     a form-encoded body, the way v1 *requests* carried XML (an `xml` form field); a body
     starting with `xml=` is read that way too.
     """
+    if body.startswith(b"{"):  # nearly every body: JSON, nothing before it
+        return _parse_json(body)
     start = body.lstrip()
     if start.startswith(b"\xef\xbb\xbf"):
         start = start[3:].lstrip()
     if not start:
-        raise Unparseable("empty_body", "no content after whitespace")
+        raise Unparseable(DeadLetterReason.EMPTY_BODY, "no content after whitespace")
     if start[:1] not in _DOCUMENT_STARTS and (
         start.startswith(b"xml=")
         or (content_type is not None and "x-www-form-urlencoded" in content_type.lower())
     ):
         start = _form_xml(start).lstrip()
         if not start:
-            raise Unparseable("empty_body", "form body without an xml field")
+            raise Unparseable(DeadLetterReason.EMPTY_BODY, "form body without an xml field")
     if start.startswith(b"<"):
         return _parse_xml(start)
     return _parse_json(start)
@@ -114,12 +108,14 @@ def _parse_json(body: bytes) -> Notification:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise Unparseable(_encoding_or(body, "invalid_json"), str(exc)) from None
+        raise Unparseable(_encoding_or(body, DeadLetterReason.INVALID_JSON), str(exc)) from None
     if not isinstance(document, dict):
-        raise Unparseable("not_an_object", f"top-level JSON value is {type(document).__name__}")
+        raise Unparseable(
+            DeadLetterReason.NOT_AN_OBJECT, f"top-level JSON value is {type(document).__name__}"
+        )
     # A body with no more brackets than the limit cannot nest deeper: skip the walk.
     if body.count(b"{") + body.count(b"[") > MAX_DEPTH and not _shallow_enough(document, MAX_DEPTH):
-        raise Unparseable("invalid_json", f"nested deeper than {MAX_DEPTH} levels")
+        raise Unparseable(DeadLetterReason.INVALID_JSON, f"nested deeper than {MAX_DEPTH} levels")
     fields: dict[str, JsonValue] = document
     for alias, name in _JSON_ALIASES.items():
         if alias in fields and name not in fields:
@@ -192,11 +188,11 @@ def _parse_xml(body: bytes) -> Notification:
     try:
         root = ET.fromstring(body)  # noqa: S314  unsafe constructs were refused above
     except (ET.ParseError, ValueError, LookupError) as exc:
-        raise Unparseable(_encoding_or(body, "invalid_xml"), str(exc)) from None
+        raise Unparseable(_encoding_or(body, DeadLetterReason.INVALID_XML), str(exc)) from None
     root_name = _local(root.tag)
     input_format = _ROOTS.get(root_name)
     if input_format is None:
-        raise Unparseable("unknown_root", f"root element <{root_name[:40]}>")
+        raise Unparseable(DeadLetterReason.UNKNOWN_ROOT, f"root element <{root_name[:40]}>")
     fields: dict[str, JsonValue] = {}
     owners: dict[str, str] = {}  # v2 name -> the node (upper-cased) that took it
     for element in _field_elements(root):
@@ -224,13 +220,17 @@ def _parse_xml(body: bytes) -> Notification:
 def _refuse_unsafe_xml(body: bytes) -> None:
     """Refuse what could make expat expand entities or read an encoding we cannot screen."""
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise Unparseable("xml_doctype_forbidden", "DOCTYPE or ENTITY declaration in body")
+        raise Unparseable(
+            DeadLetterReason.XML_DOCTYPE_FORBIDDEN, "DOCTYPE or ENTITY declaration in body"
+        )
     if b"\x00" in body:
-        raise Unparseable("invalid_xml", "NUL byte: only UTF-8 or single-byte XML is accepted")
+        raise Unparseable(
+            DeadLetterReason.INVALID_XML, "NUL byte: only UTF-8 or single-byte XML is accepted"
+        )
     if body.startswith(b"<?xml"):
         declared = _DECLARED_ENCODING.match(body, 0, 256)
         if declared is not None and declared.group(1).lower() not in _SAFE_ENCODINGS:
-            raise Unparseable("invalid_xml", "unsupported declared encoding")
+            raise Unparseable(DeadLetterReason.INVALID_XML, "unsupported declared encoding")
 
 
 def _field_elements(root: ET.Element) -> list[ET.Element]:
@@ -315,10 +315,10 @@ def _discriminators(fields: Mapping[str, JsonValue]) -> tuple[str, str]:
     """`origin` and `code`, which every postback carries and every later step relies on."""
     origin = fields.get("origin")
     if not isinstance(origin, str) or not origin.strip():
-        raise Unparseable("missing_origin", _shape("origin", origin))
+        raise Unparseable(DeadLetterReason.MISSING_ORIGIN, _shape("origin", origin))
     code = fields.get("code")
     if not isinstance(code, str) or not code.strip():
-        raise Unparseable("missing_code", _shape("code", code))
+        raise Unparseable(DeadLetterReason.MISSING_CODE, _shape("code", code))
     return origin, code
 
 
@@ -328,7 +328,7 @@ def _shape(name: str, value: object) -> str:
     return f"{name} is not a single non-empty string ({type(value).__name__})"
 
 
-def _encoding_or(body: bytes, reason: Reason) -> Reason:
+def _encoding_or(body: bytes, reason: DeadLetterReason) -> DeadLetterReason:
     """Tell "not UTF-8" apart from "bad syntax": only called on the failure path."""
     declared = _DECLARED_ENCODING.match(body, 0, 256) if body.startswith(b"<?xml") else None
     if declared is not None and declared.group(1).lower() not in (b"utf-8", b"utf8"):
@@ -336,5 +336,5 @@ def _encoding_or(body: bytes, reason: Reason) -> Reason:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        return "invalid_utf8"
+        return DeadLetterReason.INVALID_UTF8
     return reason

@@ -2,11 +2,11 @@
 
     parse -> identify -> dedupe -> enrich -> join delivery latency -> privacy -> serialise
 
-Each record ends in exactly one of three outcomes: an event to emit, a duplicate to drop, or a
-dead letter. Pure apart from the per-partition state it owns (the dedupe window and the
-latency join), which follows the Kafka transaction: `commit()` once the transaction carrying
-this batch's output committed, `abort()` if it did not. No Kafka client is imported here; the
-runtime feeds records in and writes outcomes out.
+Each record ends in exactly one of three dispositions (`Disposition`): an event to emit, a
+duplicate to drop, or a dead letter. Pure apart from the per-partition state it owns (the
+dedupe window and the latency join), which follows the Kafka transaction: `commit()` once the
+transaction carrying this batch's output committed, `abort()` if it did not. No Kafka client
+is imported here; the runtime feeds records in and writes dispositions out.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 import orjson
 
 from common import raw_record
+from consumers.dlq import DeadLetterReason
 from consumers.events import cloudevents
-from consumers.events.model import Event
-from consumers.processor.enrich import LegFacts, enrich, leg_facts
+from consumers.events.model import Status
+from consumers.processor.enrich import enrich, leg_facts
 from consumers.processor.identity import Identity, digest_raw
 from consumers.processor.latency import Latency, LatencyJoin
 from consumers.processor.parse import Unparseable, parse
@@ -43,6 +44,9 @@ class Emit(NamedTuple):
 
 
 class DeadLetter(NamedTuple):
+    """A record to dead-letter: `reason` is a `DeadLetterReason`'s label (consumers/dlq.py),
+    `detail` what exactly was wrong."""
+
     reason: str
     detail: str
 
@@ -52,7 +56,8 @@ class Duplicate:
 
 
 DUPLICATE: Final = Duplicate()
-Outcome = Emit | DeadLetter | Duplicate
+Disposition = Emit | DeadLetter | Duplicate
+"""What becomes of one raw record; `consumers.writer` turns it into Kafka writes."""
 
 
 def _header_text(value: bytes | None) -> str | None:
@@ -113,9 +118,9 @@ class PartitionPipeline:
 
     def process(
         self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int
-    ) -> Outcome:
+    ) -> Disposition:
         facts = dict(headers)
-        # Dedupe and latency state run on the edge's clock, which a replay sees unchanged.
+        # Dedupe and latency state run on the edge's clock, which a restore sees unchanged.
         received_at_ms = _header_int(facts.get(raw_record.RECEIVED_AT)) or timestamp_ms
         content_type = _header_text(facts.get(raw_record.CONTENT_TYPE))
         try:
@@ -124,25 +129,39 @@ class PartitionPipeline:
             # Retries of a malformed body are dead-lettered once, like events are emitted once.
             if self.window.seen_or_add(digest_raw(value), received_at_ms):
                 return DUPLICATE
-            return DeadLetter(error.reason, error.detail)
+            return DeadLetter(error.reason.value, error.detail)
         digest = self.identity.digest(notification)
         if self.window.seen_or_add(digest, received_at_ms):
             return DUPLICATE
+        # Positional: a NamedTuple built with keywords costs twice as much, once per record.
         meta = RawMeta(
-            topic=self.topic,
-            partition=self.partition,
-            offset=offset,
-            received_at_ms=received_at_ms,
-            source=_header_text(facts.get(raw_record.SOURCE)),
-            content_type=content_type,
+            self.topic,
+            self.partition,
+            offset,
+            received_at_ms,
+            _header_text(facts.get(raw_record.SOURCE)),
+            content_type,
         )
         try:
             event = enrich(notification, meta, digest)
         except Exception as error:  # noqa: BLE001 - a bug must dead-letter, never block
-            return DeadLetter("enrich_failed", f"{type(error).__name__}: {error}")
-        self._join_latency(event, received_at_ms)
+            return DeadLetter(
+                DeadLetterReason.ENRICH_FAILED.value, f"{type(error).__name__}: {error}"
+            )
+        tracking_id = event["tracking_id"]
+        if tracking_id is not None and event["origin"] in MT_ORIGINS:
+            latency = self._observe_leg(
+                tracking_id,
+                event["status"],
+                event["is_final"],
+                event["postback_lag_ms"],
+                received_at_ms,
+            )
+            if latency is not None:
+                event["delivery_latency_ms"] = latency.latency_ms
+                event["delivery_latency_final_first"] = latency.final_first
         self.privacy.apply(event)
-        key = event["tracking_id"] or event["event_id"]
+        key = tracking_id or event["event_id"]
         return Emit(key.encode(), orjson.dumps(event), cloudevents.headers(event))
 
     def restore(
@@ -150,7 +169,7 @@ class PartitionPipeline:
     ) -> None:
         """Change the state exactly as `process` would, without building the event.
 
-        A rebuild after an assignment replays up to hours of records; this path skips
+        A restore from the raw topic re-reads up to hours of records; this path skips
         enrichment and serialisation, which are most of a record's cost.
         """
         facts = dict(headers)
@@ -166,29 +185,27 @@ class PartitionPipeline:
             leg = leg_facts(notification, received_at_ms)
         except Exception:  # noqa: BLE001 - `process` dead-letters it: no latency leg either
             return
-        self._observe_leg(leg, received_at_ms)
+        if leg.tracking_id is not None and leg.origin in MT_ORIGINS:
+            self._observe_leg(
+                leg.tracking_id, leg.status, leg.is_final, leg.postback_lag_ms, received_at_ms
+            )
 
-    def _join_latency(self, event: Event, received_at_ms: int) -> None:
-        leg = LegFacts(
-            event["origin"],
-            event["tracking_id"],
-            event["status"],
-            event["is_final"],
-            event["postback_lag_ms"],
+    def _observe_leg(
+        self,
+        tracking_id: str,
+        status: Status,
+        is_final: bool | None,
+        postback_lag_ms: int | None,
+        received_at_ms: int,
+    ) -> Latency | None:
+        """Join one leg of an MT message; the latency to put on its event, if this leg ends
+        the wait (consumers/processor/latency.py)."""
+        occurred_ms = (
+            received_at_ms if postback_lag_ms is None else received_at_ms - postback_lag_ms
         )
-        latency = self._observe_leg(leg, received_at_ms)
-        event["delivery_latency_ms"] = None if latency is None else latency.latency_ms
-        event["delivery_latency_final_first"] = None if latency is None else latency.final_first
-
-    def _observe_leg(self, leg: LegFacts, received_at_ms: int) -> Latency | None:
-        tracking_id = leg.tracking_id
-        if leg.origin not in MT_ORIGINS or tracking_id is None:
-            return None
-        lag = leg.postback_lag_ms
-        occurred_ms = received_at_ms - lag if lag is not None else received_at_ms
-        if leg.status == "sent":
+        if status == "sent":
             return self.latency.observe_sent(tracking_id, occurred_ms, received_at_ms)
-        if leg.is_final is True:
+        if is_final is True:
             return self.latency.observe_final(tracking_id, occurred_ms, received_at_ms)
         return None
 
@@ -218,6 +235,6 @@ class PartitionPipeline:
         self.latency.abort()
 
     @property
-    def replay_span_ms(self) -> int:
-        """How far before the committed position a rebuild must start re-reading."""
-        return max(self.window.replay_span_ms, self.latency.replay_span_ms)
+    def restore_span_ms(self) -> int:
+        """How far before the committed position a restore must start re-reading."""
+        return max(self.window.restore_span_ms, self.latency.restore_span_ms)

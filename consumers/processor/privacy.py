@@ -49,19 +49,14 @@ def is_sender_id(value: str) -> bool:
 
 
 class Privacy:
-    """Applies the privacy settings to events; one per processor, shared by its partitions."""
+    """Applies the privacy settings to events; any number of them share one pseudonym cache."""
 
-    __slots__ = ("_cached_pseudonym", "_cached_published", "_include_content", "_key")
+    __slots__ = ("_include_content", "_key")
 
     def __init__(self, key: bytes | None, *, include_content: bool) -> None:
         """`key` None publishes numbers as given; `include_content` keeps message content."""
         self._key = key
         self._include_content = include_content
-        # Numbers repeat (a message's sent and final postbacks, a subscriber's messages, the
-        # same few short codes), and an HMAC costs more than the rest of an event's privacy.
-        cache = functools.lru_cache(maxsize=_CACHED_NUMBERS)
-        self._cached_pseudonym: Callable[[str], str] = cache(self._pseudonym)
-        self._cached_published: Callable[[str], str] = cache(self._published)
 
     @classmethod
     def from_settings(cls, settings: ProcessorSettings) -> Privacy:
@@ -72,27 +67,27 @@ class Privacy:
     def apply(self, event: Event) -> None:
         """Make `event` publishable, in place; it says which protections it carries."""
         extra = event["extra"]
-        if self._key is not None:
+        key = self._key
+        if key is not None:
             # The cached path inline: this runs for every event.
-            cached = self._cached_published
             sender, recipient = event["from"], event["to"]
             if sender is not None:
                 event["from"] = (
-                    cached(sender)
+                    _cached_published(key, sender)
                     if len(sender) <= _CACHED_NUMBER_MAX_CHARS
-                    else self._published(sender)
+                    else _published(key, sender)
                 )
             if recipient is not None:
                 event["to"] = (
-                    cached(recipient)
+                    _cached_published(key, recipient)
                     if len(recipient) <= _CACHED_NUMBER_MAX_CHARS
-                    else self._published(recipient)
+                    else _published(key, recipient)
                 )
             if event["copy_to"]:
                 event["copy_to"] = [self.published(number) for number in event["copy_to"]]
             if extra:
                 self._extra_numbers(extra)
-        event["numbers_pseudonymised"] = self._key is not None
+        event["numbers_pseudonymised"] = key is not None
         if not self._include_content:
             event["message_text"] = None
             event["message_subject"] = None
@@ -108,25 +103,16 @@ class Privacy:
         if self._key is None:
             return number
         if len(number) > _CACHED_NUMBER_MAX_CHARS:
-            return self._published(number)  # never cache what a hostile body makes large
-        return self._cached_published(number)
+            return _published(self._key, number)  # never cache what a hostile body makes large
+        return _cached_published(self._key, number)
 
     def pseudonym(self, value: str) -> str:
         """The keyed pseudonym of a number (or any identifier); needs a key."""
-        if len(value) > _CACHED_NUMBER_MAX_CHARS:
-            return self._pseudonym(value)
-        return self._cached_pseudonym(value)
-
-    def _published(self, number: str) -> str:
-        return number if is_sender_id(number) else self._pseudonym(number)
-
-    def _pseudonym(self, value: str) -> str:
         if self._key is None:
             raise ValueError("pseudonyms need a key")
-        compact = compact_number(value)
-        canonical = compact if compact.isascii() and compact.isdigit() else value
-        digest = hmac.digest(self._key, canonical.encode(), "sha256")
-        return PSEUDONYM_PREFIX + digest[:PSEUDONYM_BYTES].hex()
+        if len(value) > _CACHED_NUMBER_MAX_CHARS:
+            return _pseudonym(self._key, value)
+        return _cached_pseudonym(self._key, value)
 
     def _extra_numbers(self, extra: dict[str, object]) -> None:
         for name in NUMBER_EXTRA:
@@ -135,6 +121,25 @@ class Privacy:
         for name in IDENTITY_EXTRA:
             if name in extra:
                 extra[name] = _mapped(extra[name], self.pseudonym)
+
+
+def _published(key: bytes, number: str) -> str:
+    return number if is_sender_id(number) else _pseudonym(key, number)
+
+
+def _pseudonym(key: bytes, value: str) -> str:
+    compact = compact_number(value)
+    canonical = compact if compact.isascii() and compact.isdigit() else value
+    digest = hmac.digest(key, canonical.encode(), "sha256")
+    return PSEUDONYM_PREFIX + digest[:PSEUDONYM_BYTES].hex()
+
+
+# Numbers repeat (a message's sent and final postbacks, a subscriber's messages, the same few
+# short codes), and an HMAC costs more than the rest of an event's privacy. One cache for the
+# process, keyed by key and number: the pipelines of every partition share it, and it outlives
+# a partition moving away and back.
+_cached_published: Final = functools.lru_cache(maxsize=_CACHED_NUMBERS)(_published)
+_cached_pseudonym: Final = functools.lru_cache(maxsize=_CACHED_NUMBERS)(_pseudonym)
 
 
 def _mapped(value: object, publish: Callable[[str], str]) -> object:

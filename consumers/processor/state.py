@@ -19,11 +19,12 @@ A reader refuses a version it does not know rather than guessing.
 from __future__ import annotations
 
 import struct
+from operator import itemgetter
 from typing import Final, NamedTuple
 
 from consumers.processor import delta as window_delta
 from consumers.processor.delta import WindowDelta
-from consumers.processor.latency import LatencyDelta, Op, op_bytes
+from consumers.processor.latency import WAIT_SENT, LatencyDelta, Op, op_bytes
 from consumers.processor.runs import DIGEST_SIZE
 
 FORMAT_VERSION: Final = 1
@@ -68,6 +69,8 @@ def in_parts(delta: StateDelta, max_bytes: int = MAX_PART_BYTES) -> list[StateDe
     order: the keys and the operations are shared out, every part keeps the high waters, and
     only the first part `replaces` (for a snapshot)."""
     key_room = max(1, (max_bytes // 2) // DIGEST_SIZE)
+    if _fits_whole(delta, key_room, max_bytes // 2):
+        return [delta]  # nearly every transaction's change: no need to size each operation
     windows: list[tuple[tuple[int, bytes], ...]] = []
     sections: list[tuple[int, bytes]] = []
     keys = 0
@@ -108,3 +111,20 @@ def in_parts(delta: StateDelta, max_bytes: int = MAX_PART_BYTES) -> list[StateDe
         )
         for index in range(max(len(windows), len(latencies)))
     ]
+
+
+def _fits_whole(delta: StateDelta, key_room: int, op_room: int) -> bool:
+    """Whether `in_parts` would leave `delta` whole: its keys fit one part, its operations
+    certainly do (counting 4 bytes for each character of a tracking id, UTF-8's most), and
+    no section is empty (cutting drops those)."""
+    slots = delta.window.slots
+    if not all(digests for _, digests in slots):
+        return False
+    if sum(len(digests) for _, digests in slots) // DIGEST_SIZE > key_room:
+        return False
+    ops = delta.latency.ops
+    bound = len(ops) * _LARGEST_OP + 4 * sum(map(len, map(itemgetter(2), ops)))
+    return bound <= op_room
+
+
+_LARGEST_OP: Final = op_bytes((WAIT_SENT, 0, "", 0))  # without its tracking id

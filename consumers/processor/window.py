@@ -21,12 +21,13 @@ Contract (what the runtime may rely on)
   because a younger key arrived first. A key whose own time is already outside the window is
   not remembered at all (it could never be found again).
 - Deterministic: the answers depend only on the sequence of (digest, event time) calls and on
-  which batches were committed, never on batch boundaries or wall-clock time. Rebuilding after an
-  assignment by replay is therefore: call `seen_or_add` for the re-read records in offset order,
-  `commit()` after each fetched batch (pending keys are only filed and expired at commit), ignore
-  the answers. The rebuilt state equals the lost one when the replay starts `replay_span_ms`
-  (plus a margin for disorder) before the received-at of the last committed record: a key's
-  first sighting must be replayed, and a chain of retries never spans more than the retry span.
+  which batches were committed, never on batch boundaries or wall-clock time. Restoring after
+  an assignment from the raw topic is therefore: call `seen_or_add` for the re-read records in
+  offset order, `commit()` after each fetched batch (pending keys are only filed and expired at
+  commit), ignore the answers. The restored state equals the lost one when the restore starts
+  `restore_span_ms` (plus a margin for disorder) before the received-at of the last committed
+  record: a key's first sighting must be re-read, and a chain of retries never spans more than
+  the retry span.
 - Transactions: keys added since the last `commit()` are pending. A duplicate within the pending
   batch is detected. `abort()` forgets the pending keys and the high water they advanced, so the
   state is exactly as at the last commit; `commit()` makes them count. Call `commit()` only after
@@ -45,8 +46,8 @@ Contract (what the runtime may rely on)
   through (and its event id repeats, so a downstream upsert absorbs it), while refusing new keys
   would drop real notifications or stall the partition. The keys dropped are the oldest slot's
   numerically smallest digests: arbitrary with respect to notifications, but a function of the
-  state, so changelog deltas rebuild it exactly (a replay with other batch boundaries may still
-  differ). Size the cap so it never fires and alert on the counter.
+  state, so changelog deltas rebuild it exactly (a restore from the raw topic, with other batch
+  boundaries, may still differ). Size the cap so it never fires and alert on the counter.
 
 How the keys are held, and why
 ------------------------------
@@ -391,8 +392,8 @@ class DedupeWindow:
         return self._evicted_early
 
     @property
-    def replay_span_ms(self) -> int:
-        """How much received-at before the committed position a rebuild must re-read."""
+    def restore_span_ms(self) -> int:
+        """How much received-at before the committed position a restore must re-read."""
         return self._window_ms + self._slot_ms + PROVIDER_RETRY_SPAN_MS
 
     @property

@@ -462,7 +462,7 @@ def test_strimzi_topics_match_what_the_services_use() -> None:
     # The state topic as the processor would create it: a partition per raw partition, and
     # kept as long as a rebuild looks back.
     settings = ProcessorSettings.from_environ(env)
-    span_ms = PartitionPipeline.from_settings(settings, "raw", 0).replay_span_ms
+    span_ms = PartitionPipeline.from_settings(settings, "raw", 0).restore_span_ms
     wanted = state_topic(settings, span_ms)
     state = topics[env["KAFKA_TOPIC_STATE"]]["spec"]
     assert state["partitions"] == wanted.partitions == int(env["KAFKA_TOPIC_RAW_PARTITIONS"])

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import orjson
+import phonenumbers
 import pytest
 
 from consumers.events.model import SCHEMA_VERSION
-from consumers.processor.enrich import enrich, number_facts, utc_timestamp
+from consumers.processor.enrich import enrich, number_facts, region_and_type, utc_timestamp
 from consumers.processor.identity import digest, event_id
 from consumers.processor.parse import parse
 from consumers.processor.rawmeta import RawMeta
@@ -267,6 +268,39 @@ def test_sent_as_is_inferred_only_where_certain() -> None:
 def test_number_facts(number: str | None, facts: tuple[object, ...]) -> None:
     """Numbers get region, calling code and type; short codes and senders never crash."""
     assert number_facts(number) == facts
+
+
+def every_regions_numbers() -> list[str]:
+    """The library's example number of every type in every region, a few digits changed (so
+    that many stop being valid) and cut short or made long, as digits with country code."""
+    numbers = set()
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for phone_type in range(12):
+            example = phonenumbers.example_number_for_type(region, phone_type)
+            if example is None:
+                continue
+            digits = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)[1:]
+            numbers.update({digits, digits[:-1], digits + "0", digits[:-2] + "99"})
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        if example is not None:
+            numbers.add(
+                phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)[1:]
+            )
+    return sorted(numbers)
+
+
+def test_region_and_type_are_those_of_the_public_phonenumbers_functions() -> None:
+    """Region and type are found in one pass over the number patterns, and agree with
+    `region_code_for_number` and `number_type` for every region's numbers, valid or not (a
+    library update that changes what the one pass relies on fails here)."""
+    numbers = every_regions_numbers()
+    assert len(numbers) > 2000
+    for digits in numbers:
+        parsed = phonenumbers.parse("+" + digits, None)
+        assert parsed.country_code is not None
+        public = (phonenumbers.region_code_for_number(parsed), phonenumbers.number_type(parsed))
+        assert region_and_type(parsed, parsed.country_code) == public, digits
 
 
 def test_event_numbers_are_kept_as_given_with_facts() -> None:

@@ -172,8 +172,8 @@ def test_cap_evicts_oldest_entries_first_and_counts_them() -> None:
     assert join.observe_final("newest", T0 + SLOT, T0 + SLOT) is not None
 
 
-def test_rebuild_by_replay_gives_the_same_answers() -> None:
-    """Replaying the committed notifications into a fresh join reproduces the live answers."""
+def test_a_restore_from_the_records_gives_the_same_answers() -> None:
+    """Feeding the committed notifications to a fresh join reproduces the live answers."""
     notifications = [
         (f"m{i % 40}", i % 3 == 0, T0 + i * 7 * MINUTE, T0 + i * 7 * MINUTE) for i in range(600)
     ]

@@ -18,7 +18,7 @@ from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
 from consumers.processor.pipeline import PartitionPipeline
 from consumers.settings import ProcessorSettings
-from consumers.writer import OutcomeWriter
+from consumers.writer import DispositionWriter
 from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.traffic import delivery_reports
 from tests.unit.consumers.standins import TP, Clients, Consumer, Producer, records
@@ -32,7 +32,7 @@ def owned_partition(
     producer: Producer, consumer: Consumer, clients: Clients, committed: int = 0
 ) -> OwnedPartition:
     pipeline = PartitionPipeline.from_settings(SETTINGS, "raw", 0)
-    writer = OutcomeWriter(
+    writer = DispositionWriter(
         producer,  # type: ignore[arg-type]  # a stand-in
         events_topic="events",
         dlq_topic="dlq",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
-from consumers.processor.pipeline import Outcome, PartitionPipeline
+from consumers.processor.pipeline import Disposition, PartitionPipeline
 from consumers.processor.privacy import Privacy
 from consumers.processor.state import StateDelta, in_parts
 from consumers.processor.window import DedupeWindow
@@ -46,7 +46,7 @@ def feed(
     *,
     how: str,
     changes: list[bytes] | None = None,
-) -> list[Outcome]:
+) -> list[Disposition]:
     """Process (or restore) `records`, committing every 37; `changes` collects the encoded
     state change of each commit, as the runtime writes it to the state topic."""
 
@@ -55,17 +55,17 @@ def feed(
             changes.append(pipeline.pending_state().encode())
         pipeline.commit()
 
-    outcomes = []
+    dispositions = []
     for n, (_, value, headers, timestamp) in enumerate(records):
         offset = first_offset + n
         if how == "process":
-            outcomes.append(pipeline.process(value, offset, headers, timestamp or 0))
+            dispositions.append(pipeline.process(value, offset, headers, timestamp or 0))
         else:
             pipeline.restore(value, offset, headers, timestamp or 0)
         if n % 37 == 36:
             commit()
     commit()
-    return outcomes
+    return dispositions
 
 
 def assert_same_after(

@@ -218,9 +218,9 @@ def published_to(key: str, body: bytes) -> object:
         latency=LatencyJoin(instance.latency_max_age_ms),
         privacy=Privacy.from_settings(instance),
     )
-    outcome = pipeline.process(body, 0, [], 1_709_648_570_000)
-    assert isinstance(outcome, Emit)
-    return orjson.loads(outcome.value)["to"]
+    disposition = pipeline.process(body, 0, [], 1_709_648_570_000)
+    assert isinstance(disposition, Emit)
+    return orjson.loads(disposition.value)["to"]
 
 
 def test_two_processor_instances_with_one_key_publish_the_same_pseudonym() -> None:

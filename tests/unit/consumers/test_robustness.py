@@ -90,7 +90,9 @@ XML_TEXT = VALUES.filter(str.isprintable) | st.text(
 )
 
 
-def outcome(body: bytes, content_type: str | None = None) -> dict[str, object] | Unparseable:
+def event_or_refusal(
+    body: bytes, content_type: str | None = None
+) -> dict[str, object] | Unparseable:
     """Run one body through every pure step the runtime calls, as the runtime would."""
     try:
         notification = parse(body, content_type)
@@ -111,7 +113,7 @@ def outcome(body: bytes, content_type: str | None = None) -> dict[str, object] |
 @given(st.binary(max_size=1024), st.sampled_from([None, "application/json", "text/xml"]))
 def test_arbitrary_bytes(body: bytes, content_type: str | None) -> None:
     """Random bytes, of any label, become an event or a dead letter; nothing else."""
-    outcome(body, content_type)
+    event_or_refusal(body, content_type)
 
 
 json_leaves = st.one_of(
@@ -142,8 +144,8 @@ def test_arbitrary_json_objects(document: dict[str, Any], origin: str, code: str
 
     Bodies are written by the standard library, so integers beyond 64 bits occur too.
     """
-    outcome(json.dumps(document).encode())
-    result = outcome(json.dumps({"origin": origin, "code": code, **document}).encode())
+    event_or_refusal(json.dumps(document).encode())
+    result = event_or_refusal(json.dumps({"origin": origin, "code": code, **document}).encode())
     if document.get("origin", origin) == origin and document.get("code", code) == code:
         assert isinstance(result, dict) == bool(origin.strip() and code.strip())
 
@@ -177,7 +179,7 @@ xml_tokens = st.one_of(
 @given(st.lists(xml_tokens, max_size=25), st.sampled_from(["utf-8", "latin-1"]))
 def test_xml_ish_token_soup(tokens: list[str], encoding: str) -> None:
     """Tag soup built from v1 and Sinch node names never escapes as anything but a refusal."""
-    outcome("".join(tokens).encode(encoding, errors="replace"))
+    event_or_refusal("".join(tokens).encode(encoding, errors="replace"))
 
 
 @st.composite
@@ -202,7 +204,7 @@ def well_formed_postbacks(draw: st.DrawFn) -> bytes:
 @given(well_formed_postbacks())
 def test_well_formed_xml_is_refused_only_for_content(body: bytes) -> None:
     """Well-formed XML is never "invalid": it is an event or lacks a root, origin or code."""
-    result = outcome(body)
+    result = event_or_refusal(body)
     if isinstance(result, Unparseable):
         assert result.reason in {"unknown_root", "missing_origin", "missing_code"}
 

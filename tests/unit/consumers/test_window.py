@@ -165,8 +165,8 @@ def test_expiry_by_time_is_not_counted_as_early_eviction(make: Make) -> None:
     assert window.evicted_early == 0
 
 
-def test_rebuild_by_replay_gives_the_same_answers(make: Make) -> None:
-    """Replaying the committed records into a fresh window reproduces the live answers."""
+def test_a_restore_from_the_records_gives_the_same_answers(make: Make) -> None:
+    """Feeding the committed records to a fresh window reproduces the live answers."""
     rng = random.Random(7)
     records = _retrying_provider(rng, count=3_000)
     cut = 2_000
@@ -194,7 +194,7 @@ def test_rebuild_by_replay_gives_the_same_answers(make: Make) -> None:
 
 
 def test_rebuild_from_a_recent_offset_suffices(make: Make) -> None:
-    """A replay that starts `replay_span_ms` before the committed high water is enough."""
+    """A restore that starts `restore_span_ms` before the committed high water is enough."""
     rng = random.Random(11)
     records = _retrying_provider(rng, count=6_000)
     cut = 4_000
@@ -203,8 +203,8 @@ def test_rebuild_from_a_recent_offset_suffices(make: Make) -> None:
         live.seen_or_add(digest, event_time_ms)
     live.commit()
     assert live.high_water_ms is not None
-    replay_from_ms = live.high_water_ms - live.replay_span_ms - 10 * MINUTE  # margin: disorder
-    start = next(i for i, (_, t) in enumerate(records) if t >= replay_from_ms)
+    restore_from_ms = live.high_water_ms - live.restore_span_ms - 10 * MINUTE  # margin: disorder
+    start = next(i for i, (_, t) in enumerate(records) if t >= restore_from_ms)
     assert start > 0
 
     rebuilt = make(WINDOW)
@@ -247,7 +247,7 @@ def test_digest_of_wrong_width_is_refused() -> None:
 
 
 def test_high_water_mark_is_committed_event_time(make: Make) -> None:
-    """The replay anchor is None on a fresh window and follows committed event time only."""
+    """The restore anchor is None on a fresh window and follows committed event time only."""
     window = make(WINDOW)
     assert window.high_water_ms is None
     committed(window, key("a"), T0 + 5)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from common.env import (
     Settings,
+    SettingsError,
     integer,
     items,
     log_level_setting,
@@ -16,9 +17,28 @@ from common.env import (
     text,
 )
 from common.kafka import KafkaSettings
+from common.raw_record import KEY_FIELD
 from common.topics import TopicSettings
 
 HOUR_MS = 60 * 60 * 1000
+
+
+def identity_fields(variable: str, raw: str) -> tuple[str, ...]:
+    """Field names for the dedupe identity; they must include the field raw records are keyed by.
+
+    Dedupe windows are per raw partition and the edge picks the partition from the tracking
+    id. An identity blind to it would call two notifications with different tracking ids the
+    same, yet they could land in different partitions, and each would be emitted.
+    """
+    fields = items(variable, raw)
+    if KEY_FIELD not in fields:
+        raise SettingsError(
+            f"{variable}: must include {KEY_FIELD} (got {','.join(fields)!r}): the edge "
+            f"partitions postbacks by {KEY_FIELD} and each partition dedupes on its own, so "
+            f"notifications this identity calls the same could still each be emitted; "
+            f"e.g. origin,{KEY_FIELD},code,status"
+        )
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +57,7 @@ class ProcessorSettings(Settings):
         "DEDUPE_WINDOW_SECONDS", seconds_as_ms(minimum=1801), 6 * HOUR_MS
     )
     dedupe_max_keys: int = setting("DEDUPE_MAX_KEYS", integer(minimum=1), 2_000_000)
-    identity_fields: tuple[str, ...] = setting("DEDUPE_IDENTITY_FIELDS", items, ())
+    identity_fields: tuple[str, ...] = setting("DEDUPE_IDENTITY_FIELDS", identity_fields, ())
     latency_max_age_ms: int = setting(
         "LATENCY_MAX_AGE_SECONDS", seconds_as_ms(minimum=1), 6 * HOUR_MS
     )

@@ -12,17 +12,19 @@ notifications (which share a tracking id) ordered in one partition.
   its canonical form), so retries that differ in whitespace, key order or wire format agree.
 - A tracking-id field that cannot be a key (empty, over `MAX_KEY_BYTES`, not text): a hash of
   that field's value, so the key still depends on the tracking id alone.
-- A body that does not parse: a hash of its bytes, as its identity is its exact bytes.
+- A body that does not parse: the id the cheap path below may still see in it, else a hash of
+  its bytes. Either is a function of its bytes, and so is its identity (its exact bytes).
 
 With `DEDUPE_IDENTITY_FIELDS` the identity compares only the listed fields; it must list
 `tracking-id` (the processor refuses to start otherwise), and the key of a notification with
 a tracking-id field depends on that field alone, so the contract still holds.
 
-Cost: a JSON object with a usable id takes one `orjson.loads` and a lookup; plain XML (the id
-a text-only child of the root or of a NOTIFICATION wrapper, the only element of its name, in
-ASCII) takes a few regular expressions that give exactly what the parser would. Every other
-body (BOM, forms, XML that is not plain, notifications without an id, malformed bodies) goes
-through the processor's own parser, tens of microseconds. Whatever the bytes, no exception.
+Cost: a JSON object with a usable id takes one `orjson.loads` and a lookup, as before; plain
+XML (the id in ASCII, in a text-only element that is a child of the root or of a NOTIFICATION
+wrapper and the body's only mention of an id name) takes a few byte counts and one short
+regular expression, and gives exactly what the parser would read. Every other body (BOM, forms,
+other XML, notifications without an id, malformed bodies) goes through the processor's own
+parser, tens of microseconds. Whatever the bytes, no exception.
 """
 
 from __future__ import annotations
@@ -91,19 +93,18 @@ def _json_id(body: bytes) -> bytes | None:
 def _xml_id(body: bytes) -> bytes | None:
     """The tracking id of plain XML, exactly as the parser would read it; else None."""
     lowered = body.lower()
-    # Two mentions of an id name, and a text-only element there: its start and end tag, and
-    # no other element (prefixed, nested, in a comment...) that the parser might read instead.
-    mentions = (
-        lowered.count(b"trackingid")
-        + lowered.count(b"transactionid")
-        + lowered.count(b"tracking-id")
-        + lowered.count(b"tracking_id")
-    )
-    if mentions != 2:
+    # Exactly two mentions of an id name (every one starts "tracking" or is "transactionid"),
+    # and a text-only element there: its start and end tag, so no other element (prefixed,
+    # nested, in a comment...) that the parser might read instead. Any other "tracking" in
+    # the body, even in text, leaves the decision to the parser.
+    tracking = lowered.count(b"tracking")
+    if tracking + lowered.count(b"transactionid") != 2:
         return None
-    at = max(map(lowered.find, _ID_NAMES)) - 1
+    at = lowered.find(b"tracking" if tracking else b"transactionid") - 1
     element = _ID_ELEMENT.match(body, at) if at >= 0 else None
-    if element is None or element.group(1).lower() not in _ID_NAMES or not _is_field(body, at):
+    if element is None or element.group(1).lower() not in _ID_NAMES:
+        return None
+    if not _is_field(body[:at]):
         return None
     text = element.group(2)
     # Beyond ASCII the declared encoding decides the text; the parser turns CR into LF.
@@ -112,25 +113,23 @@ def _xml_id(body: bytes) -> bytes | None:
     return _id_key(text.decode())
 
 
-def _is_field(body: bytes, at: int) -> bool:
-    """Whether the element at `at` is one the parser reads as a field: a child of the root,
-    or of a NOTIFICATION wrapper that is one.
+def _is_field(head: bytes) -> bool:
+    """Whether an element after `head` is one the parser reads as a field: a child of the
+    root, or of a NOTIFICATION wrapper that is one.
 
-    Without comments, CDATA or processing instructions before it, every `<` there starts a
+    Without comments, CDATA or processing instructions in `head`, every `<` there starts a
     tag (text and attribute values cannot hold one), so counting tags gives the depth; the
     count cannot tell a self-closing tag (`/>` may also be text) nor name the parent, so those
     cases take the stricter pattern.
     """
-    if body.find(b"<!", 0, at) >= 0:
+    if b"<!" in head:
         return False
-    instructions = body.count(b"<?", 0, at)
-    if instructions and (instructions > 1 or body[: body.find(b"<?xml")].strip()):
+    instructions = head.count(b"<?")
+    if instructions and (instructions > 1 or head[: head.find(b"<?xml")].strip()):
         return False
-    if body.find(b"/>", 0, at) < 0:
-        depth = body.count(b"<", 0, at) - 2 * body.count(b"</", 0, at) - instructions
-        if depth == 1:
-            return True
-    return _PLAIN_XML_HEAD.fullmatch(body, 0, at) is not None
+    if b"/>" not in head and head.count(b"<") - 2 * head.count(b"</") - instructions == 1:
+        return True
+    return _PLAIN_XML_HEAD.fullmatch(head) is not None
 
 
 def _parsed_key(body: bytes, content_type: str | None) -> bytes:

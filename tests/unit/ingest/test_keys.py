@@ -271,7 +271,7 @@ def test_any_bytes_get_a_stable_non_empty_key(body: bytes, kind: str | None) -> 
 
 
 def test_bodies_that_do_not_parse_are_keyed_by_a_hash_of_their_bytes() -> None:
-    """A malformed body's identity is its exact bytes, and so is its key's."""
+    """A malformed body without a readable id is keyed by its exact bytes, its identity."""
     for body in (
         b'{"tracking-id":"x"',
         b"[1,2,3]",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 from xml.sax.saxutils import escape
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumers.processor.identity import Identity, digest, event_id
@@ -209,6 +209,49 @@ def test_the_key_is_the_tracking_id_the_parser_reads(data: st.DataObject) -> Non
     expected = _parser_key(body)
     if expected is not None:
         assert partition_key(body) == expected
+
+
+# Fragments that move, hide, repeat or break an XML body's tracking id element.
+FRAGMENTS = (
+    b"<", b">", b"/", b"&amp;", b"&#65;", b"\r", b"\n", b" ", b"\xc3\xa9", b"tracking",
+    b"<!-- c -->", b"<?x?>", b"<![CDATA[z]]>", b"<A>t</A>", b"<E/>", b'<C d="/>">q</C>',
+    b"<NOTIFICATION>", b"</NOTIFICATION>", b"<TRACKINGID>", b"</TRACKINGID>", b"<TRACKINGID >",
+    b"<TrackingId>", b"</TrackingId>", b"<transactionid>", b"</transactionid>",
+    b"<p:TRACKINGID>", b"<N><TRACKINGID>d</TRACKINGID></N>",
+)  # fmt: skip
+xml_samples = [body for kind, body in all_valid() if kind.startswith("v1/")]
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(xml_samples),
+    st.lists(
+        st.tuples(
+            st.booleans(), st.integers(0, 999), st.sampled_from(FRAGMENTS), st.integers(0, 6)
+        ),
+        max_size=3,
+    ),
+)
+def test_edited_xml_that_still_parses_is_keyed_as_the_parser_reads_it(
+    body: bytes, edits: list[tuple[bool, int, bytes, int]]
+) -> None:
+    """However a documented XML body is cut or added to (between tags or anywhere), if the
+    parser still reads it, the key is the tracking id it reads (or the notification's)."""
+    edited = body
+    for between_tags, where, fragment, cut in edits:
+        places = [i + 1 for i, byte in enumerate(edited) if byte == ord(">")] or [0]
+        if between_tags:
+            at, cut = places[where % len(places)], 0
+        else:
+            at = where % (len(edited) + 1)
+        edited = edited[:at] + fragment + edited[at + cut :]
+    expected = _parser_key(edited)
+    try:
+        parse(edited)
+    except Unparseable:
+        return  # any function of the bytes agrees with an identity that is the bytes
+    if expected is not None:
+        assert partition_key(edited) == expected
 
 
 @given(tracking_ids, st.sampled_from(["tracking-id", "trackingid"]))

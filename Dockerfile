@@ -1,7 +1,8 @@
-# One image for every service; the command picks which one runs:
-#   docker run IMAGE                        the edge          (python -m ingest)
-#   docker run IMAGE consumers.processor    the processor
-#   docker run IMAGE consumers.metrics      the metrics service
+# One image for every service; the command picks which one runs (`postback-pipeline COMMAND`):
+#   docker run IMAGE                  the edge
+#   docker run IMAGE processor        the processor
+#   docker run IMAGE metrics          the metrics service
+#   docker run IMAGE trace ID         where is my postback? (any command; IMAGE --help lists them)
 # Settings come from the environment (README.md, "Settings"); the image already binds
 # 0.0.0.0, as a container must.
 #
@@ -41,6 +42,7 @@ COPY consumers ./consumers
 COPY devstack ./devstack
 COPY ingest ./ingest
 COPY simulator ./simulator
+COPY postback_pipeline ./postback_pipeline
 RUN PIP_ONLY_BINARY=setuptools pip install --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv
 
@@ -67,13 +69,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PROCESSOR_HOST=0.0.0.0 \
     METRICS_HOST=0.0.0.0
 
-# An empty, root-owned working directory: `python -m` puts it first on sys.path.
+# An empty, root-owned working directory: `python -c` (the chart's test hook) puts it first
+# on sys.path.
 WORKDIR /app
 # Numeric, so that Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 EXPOSE 8080 9101 9102
 
-# Every service handles SIGTERM itself (drain, commit, leave the group), so python runs as
-# PID 1 directly, without a shell in between to swallow the signal.
-ENTRYPOINT ["python", "-m"]
-CMD ["ingest"]
+# Every service handles SIGTERM itself (drain, commit, leave the group), so the console
+# script's python runs as PID 1 directly, without a shell in between to swallow the signal.
+ENTRYPOINT ["postback-pipeline"]
+CMD ["edge"]

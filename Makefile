@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 kafka: $(STAMP)
 	$(BIN)/python -m devstack.kafka provision
 
+BROKERS ?= 1
 run: $(STAMP) kafka
-	$(BIN)/python -m devstack
+	$(BIN)/postback-pipeline dev run --brokers $(BROKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

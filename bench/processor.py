@@ -66,11 +66,9 @@ from bench import support
 from bench.bare_loop import BareLoop
 from bench.load import BY_EVENT, Segment, Watcher, produce_at_rate, timed_segment, traffic
 from bench.restore import bare_restore_rate, restore_pass
-from consumers.processor.identity import Identity
-from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import PartitionPipeline
-from consumers.processor.window import DedupeWindow
 from consumers.settings import ProcessorSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import broker_or_configured
 from testkit.kafka_tools import ProducerRecord, produce
 from testkit.samples import all_malformed, all_valid
@@ -143,8 +141,10 @@ def processor_env(bootstrap: str, name: str, **extra: str) -> dict[str, str]:
         "KAFKA_TOPIC_RAW": f"bench.{run}.raw",
         "KAFKA_TOPIC_EVENTS": f"bench.{run}.events",
         "KAFKA_TOPIC_DLQ": f"bench.{run}.dlq",
+        "KAFKA_TOPIC_STATE": f"bench.{run}.state",
         "PROCESSOR_GROUP_ID": f"bench.{run}",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": f"bench.{run}",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
         **extra,
     }
 
@@ -296,13 +296,7 @@ async def warm_up(
 
 def pipeline_alone(records: list[ProducerRecord], settings: ProcessorSettings) -> dict[str, float]:
     """Per-record CPU of the processor's pipeline and of the bare dedupe, no Kafka at all."""
-    pipeline = PartitionPipeline(
-        "bench.raw",
-        0,
-        identity=Identity.from_fields(settings.identity_fields or None),
-        window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
-        latency=LatencyJoin(settings.latency_max_age_ms),
-    )
+    pipeline = PartitionPipeline.from_settings(settings, "bench.raw", 0)
     gc.collect()
     started = time.perf_counter()
     for offset, (_, value, headers, timestamp) in enumerate(records):

@@ -22,6 +22,7 @@ from typing import Final
 import orjson
 
 from bench.support import PARTITIONS, ROOT, BenchError, wait_ready
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import die_with_parent, free_port
 
 READY_TIMEOUT_S: Final = 90.0
@@ -62,10 +63,12 @@ class Stack:
             "KAFKA_TOPIC_RAW": f"{run}.raw",
             "KAFKA_TOPIC_EVENTS": f"{run}.events",
             "KAFKA_TOPIC_DLQ": f"{run}.dlq",
+            "KAFKA_TOPIC_STATE": f"{run}.state",
             "PROCESSOR_GROUP_ID": run,
             "PROCESSOR_TRANSACTIONAL_ID_PREFIX": run,
             "METRICS_GROUP_ID": f"{run}.metrics",
             "METRICS_AUTO_OFFSET_RESET": "earliest",
+            "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
             "LOG_LEVEL": "WARNING",
             **{
                 variable: str(self.ports[name])

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from consumers.instruments import ProcessorMetrics
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
+from testkit.services import sum_samples
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 PARTITIONS: Final = 6  # the services' default KAFKA_TOPIC_PARTITIONS: every topic of a run
@@ -314,13 +315,9 @@ def sample_sum(registry: CollectorRegistry, name: str) -> float:
     )
 
 
-def metric_sum(text: str, name: str) -> float:
-    """Sum of the samples called exactly `name` (every label set) in Prometheus text."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` in Prometheus text whose labels include `labels`."""
+    return sum_samples(text, name, labels)
 
 
 # -------------------------------------------------------------------------------- options

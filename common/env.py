@@ -32,6 +32,7 @@ T = TypeVar("T")
 Cast = Callable[[str, str], T]
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "console")  # common/logs.py
 _SPEC = "postback-pipeline.env"  # the key of a field's read spec in its metadata
 
 
@@ -106,6 +107,11 @@ def section(build: Callable[[Mapping[str, str]], T]) -> T:
 def log_level_setting() -> str:
     """LOG_LEVEL, which every service reads the same way."""
     return setting("LOG_LEVEL", choice(*LOG_LEVELS), "INFO")
+
+
+def log_format_setting() -> str:
+    """LOG_FORMAT, which every service reads the same way."""
+    return setting("LOG_FORMAT", choice(*LOG_FORMATS), "json")
 
 
 class Settings:

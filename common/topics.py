@@ -45,6 +45,7 @@ class TopicSpec:
     replication_factor: int
     retention_ms: int
     min_insync_replicas: int = 1
+    configs: tuple[tuple[str, str], ...] = ()  # any other topic configs, as Kafka names them
 
     def new_topic(self) -> NewTopic:
         return NewTopic(
@@ -54,6 +55,7 @@ class TopicSpec:
             topic_configs={
                 "retention.ms": str(self.retention_ms),
                 "min.insync.replicas": str(self.min_insync_replicas),
+                **dict(self.configs),
             },
         )
 

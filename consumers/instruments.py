@@ -87,7 +87,17 @@ class ProcessorMetrics:
         )
         self.restored_records = Counter(
             "postback_processor_restored_records",
-            "Raw records re-read to rebuild state on assignment.",
+            "Records read to rebuild state on assignment, by source: state (records of the "
+            "state topic, each a transaction's change) or raw (raw records re-read).",
+            ["source"],
+            registry=registry,
+        )
+        self.partition_opens = Counter(
+            "postback_processor_partition_opens",
+            "Partitions taken on, by how their state was had: kept (this instance owned it "
+            "until a moment ago), state (rebuilt from the state topic), raw (re-read from the "
+            "raw topic: the state topic could not serve, see the log).",
+            ["state"],
             registry=registry,
         )
         self.assigned_partitions = Gauge(

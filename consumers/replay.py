@@ -29,8 +29,10 @@ Two uses:
   (output discarded), so a retry of a notification received just before the range is dropped
   as it was live.
 
-Events carry the `event_id` the live processor gave (ids derive from the identity). Output is
-written in transactions of up to `--chunk` records. The live processor's group and offsets
+Events carry the `event_id` the live processor gave (ids derive from the identity), and its
+CloudEvents headers; the same privacy settings apply, so run it with the processor's
+EVENTS_PSEUDONYM_KEY, or the same number gets another pseudonym (docs/events.md, "Privacy").
+Output is written in transactions of up to `--chunk` records. The live processor's group and offsets
 are never written. Memory: about 100 bytes per event id the output topic holds in the span
 read (re-derive) or per dead letter of the range; split a very large range with `--until`.
 """
@@ -53,19 +55,19 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from aiokafka.structs import TopicPartition
 
+from common.command_line import CommandParser, settings_help, variables_read
 from common.env import SettingsError
+from common.kafka import KafkaSettings
 from common.partitioning import default_partition
 from common.raw_record import Headers
 from common.topics import TopicsMissing, ensure_topics
-from consumers.processor.identity import Identity
-from consumers.processor.pipeline import EVENT_HEADERS
+from consumers.processor.pipeline import PartitionPipeline
 from consumers.replay_sources import (
     Derived,
     Reader,
     ReplayReport,
     committed_offsets,
     dead_letter_events,
-    new_pipeline,
     raw_events,
 )
 from consumers.settings import ProcessorSettings
@@ -210,7 +212,6 @@ async def replay(
         await ensure_topics(settings.kafka, [spec], create_missing=topics.create_missing)
     topic = output_topic or topics.events.name
     report = ReplayReport("rederive" if output_topic else "dead-letters", topic)
-    identity = Identity.from_fields(settings.identity_fields or None)
     options = settings.kafka.client_options()
     producer = None
     if not dry_run:
@@ -232,15 +233,15 @@ async def replay(
             raise SettingsError(f"topic {topic!r} does not exist")
         # An event of the range was written once its notification was first received, at
         # most a dedupe span before the record that carries it in the range.
-        from_ms = since_ms - new_pipeline(settings, identity, topic, 0).replay_span_ms
+        from_ms = since_ms - PartitionPipeline.from_settings(settings, topic, 0).replay_span_ms
         if output_topic is not None:
             present = await reader.event_ids(output, from_ms)
             events = raw_events(
-                reader, settings, identity, since_ms=since_ms, until_ms=until_ms, report=report
+                reader, settings, since_ms=since_ms, until_ms=until_ms, report=report
             )
         else:
             events, present = await _dead_letter_plan(
-                reader, settings, identity, output, since_ms, until_ms, from_ms, report
+                reader, settings, output, since_ms, until_ms, from_ms, report
             )
         async for event in events:
             if event.event_id in present:
@@ -248,7 +249,7 @@ async def replay(
                 continue
             present.add(event.event_id)
             report.events += 1
-            await writer.send(topic, event.value, event.key, EVENT_HEADERS)
+            await writer.send(topic, event.value, event.key, event.headers)
         await writer.commit()
     finally:
         await reader.stop()
@@ -259,7 +260,6 @@ async def replay(
 async def _dead_letter_plan(
     reader: Reader,
     settings: ProcessorSettings,
-    identity: Identity,
     output: list[TopicPartition],
     since_ms: int,
     until_ms: int,
@@ -281,7 +281,6 @@ async def _dead_letter_plan(
         return dead_letter_events(
             reader,
             settings,
-            identity,
             since_ms=since_ms,
             until_ms=until_ms,
             dlq_ends=dlq_ends,
@@ -317,13 +316,36 @@ async def _quiet_about_fencing(work: Awaitable[ReplayReport]) -> ReplayReport:
     return await work
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m consumers.replay",
+def settings_read() -> list[str]:
+    """The variables a replay reads, for --help."""
+    return [
+        *variables_read(KafkaSettings.from_environ),
+        "KAFKA_TOPIC_RAW",
+        "KAFKA_TOPIC_EVENTS",
+        "KAFKA_TOPIC_DLQ",
+        "KAFKA_CREATE_TOPICS",
+        "PROCESSOR_GROUP_ID",
+        "PROCESSOR_TRANSACTIONAL_ID_PREFIX",
+        "DEDUPE_WINDOW_SECONDS",
+        "DEDUPE_MAX_KEYS",
+        "DEDUPE_IDENTITY_FIELDS",
+        "LATENCY_MAX_AGE_SECONDS",
+        "EVENTS_PSEUDONYMISE_NUMBERS",
+        "EVENTS_PSEUDONYM_KEY",
+        "EVENTS_INCLUDE_CONTENT",
+    ]
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m consumers.replay") -> int:
+    parser = CommandParser(
+        prog=prog,
         description="Add to an events topic the events of [since, until) it lacks, never one "
         "twice. By default: the events of the range's dead letters that parse now, into the "
-        "live events topic. Kafka and topic settings come from the environment, as for the "
-        "processor.",
+        "live events topic. Settings come from the environment, as for the processor.\n"
+        "Exit status: 0 done (a JSON summary), 1 Kafka failed (run it again), 2 bad input, "
+        "3 another replay into the same topic took over.",
+        epilog=settings_help(settings_read()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--since", required=True, help="ISO-8601 (UTC if no offset) or epoch ms")
     parser.add_argument("--until", default=None, help="exclusive; default: now")
@@ -356,13 +378,13 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     except (SettingsError, ValueError, TopicsMissing) as error:
-        print(f"replay: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except ReplayFenced as error:
-        print(f"replay: {error}", file=sys.stderr)
+        print(f"{prog}: {error}", file=sys.stderr)
         return 3
     except (KafkaError, TimeoutError) as error:
-        print(f"replay: {error!r}; nothing is written twice if it is run again", file=sys.stderr)
+        print(f"{prog}: {error!r}; nothing is written twice if it is run again", file=sys.stderr)
         return 1
     summary = {**report.as_dict(), "seconds": round(time.monotonic() - started, 3)}
     print(orjson.dumps(summary).decode())

@@ -19,10 +19,7 @@ from common import raw_record
 from common.env import SettingsError
 from common.startup import until_kafka_answers
 from consumers import dlq
-from consumers.processor.identity import Identity
-from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import DeadLetter, Emit, Outcome, PartitionPipeline
-from consumers.processor.window import DedupeWindow
 from consumers.settings import ProcessorSettings
 
 # How long a read waits for transactions open when it started to end: the processor commits
@@ -60,11 +57,12 @@ class ReplayReport:
 
 
 class Derived(NamedTuple):
-    """An event a replay may write: its id (to find it on the topic), key and value."""
+    """An event a replay may write: its id (to find it on the topic) and its record."""
 
     event_id: str
     key: bytes
     value: bytes
+    headers: list[tuple[str, bytes]]
 
 
 class Reader:
@@ -188,24 +186,12 @@ def _event_id(value: bytes | None) -> str | None:
 # ------------------------------------------------------------------------------ deriving
 
 
-def new_pipeline(
-    settings: ProcessorSettings, identity: Identity, topic: str, partition: int
-) -> PartitionPipeline:
-    return PartitionPipeline(
-        topic,
-        partition,
-        identity=identity,
-        window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
-        latency=LatencyJoin(settings.latency_max_age_ms),
-    )
-
-
 def _offered(outcome: Outcome, report: ReplayReport) -> Derived | None:
     """The event a pipeline outcome offers, or None (counted in `report`)."""
     if type(outcome) is Emit:
         event_id = _event_id(outcome.value)
         assert event_id is not None  # the pipeline always writes one
-        return Derived(event_id, outcome.key, outcome.value)
+        return Derived(event_id, outcome.key, outcome.value, outcome.headers)
     if type(outcome) is DeadLetter:
         report.dead_letters[outcome.reason] += 1
     else:
@@ -232,7 +218,6 @@ def _source_of(record: ConsumerRecord[bytes, bytes], raw_topic: str) -> tuple[in
 async def dead_letter_events(
     reader: Reader,
     settings: ProcessorSettings,
-    identity: Identity,
     *,
     since_ms: int,
     until_ms: int,
@@ -264,8 +249,8 @@ async def dead_letter_events(
                 report.read += 1
                 pipeline = pipelines.get(partition)
                 if pipeline is None:
-                    pipeline = pipelines[partition] = new_pipeline(
-                        settings, identity, raw, partition
+                    pipeline = pipelines[partition] = PartitionPipeline.from_settings(
+                        settings, raw, partition
                     )
                 outcome = pipeline.process(record.value, offset, record.headers, received_at_ms)
                 event = _offered(outcome, report)
@@ -278,7 +263,6 @@ async def dead_letter_events(
 async def raw_events(
     reader: Reader,
     settings: ProcessorSettings,
-    identity: Identity,
     *,
     since_ms: int,
     until_ms: int,
@@ -291,7 +275,7 @@ async def raw_events(
     if not partitions:
         raise SettingsError(f"KAFKA_TOPIC_RAW: topic {raw!r} does not exist")
     for tp in partitions:
-        pipeline = new_pipeline(settings, identity, raw, tp.partition)
+        pipeline = PartitionPipeline.from_settings(settings, raw, tp.partition)
         warm_from = (await reader.offsets_at([tp], since_ms - pipeline.replay_span_ms))[tp]
         start = (await reader.offsets_at([tp], since_ms))[tp]
         stop = (await reader.offsets_at([tp], until_ms))[tp]

@@ -7,7 +7,8 @@ directory, so a test can stop and restart its own broker while the suite's share
 serving.
 
 Command line: `python -m devstack.kafka provision` fetches the jars (idempotent);
-`python -m devstack.kafka serve` runs a broker in the foreground until Ctrl-C.
+`python -m devstack.kafka serve [--brokers 3]` runs a broker (or a three-node cluster,
+devstack/cluster.py) in the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -269,6 +270,9 @@ class LocalKafka:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Ctrl-C at a terminal reaches the whole foreground group: in a group of its
+                # own the broker outlives the services' drain instead of racing it.
+                process_group=0,
                 # The death signal follows the forking thread, so only the main thread uses it.
                 preexec_fn=die_with_parent if in_main_thread else None,
             )
@@ -368,10 +372,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.kafka", description=__doc__)
     parser.add_argument("command", choices=["provision", "serve"])
     parser.add_argument("--port", type=int, default=None, help="PLAINTEXT port (default: free)")
+    parser.add_argument(
+        "--brokers", type=int, choices=(1, 3), default=1, help="1, or a three-node cluster"
+    )
     args = parser.parse_args(argv)
     if args.command == "provision":
         started = time.monotonic()
         print(f"Kafka jars ready in {provision()} ({time.monotonic() - started:.1f} s)")
+        return 0
+    if args.brokers == 3:
+        from devstack.cluster import LocalCluster  # a module that imports this one
+
+        with LocalCluster(3) as cluster:
+            print(f"Kafka cluster ready at {cluster.bootstrap_servers}", flush=True)
+            print(f"(data and logs under {cluster.data_dir})", flush=True)
+            wait_for_stop_signal()
         return 0
     with LocalKafka(port=args.port) as broker:
         print(f"Kafka ready at {broker.bootstrap_servers} (log: {broker.log_path})", flush=True)

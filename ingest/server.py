@@ -135,5 +135,5 @@ def build_server(
 
 
 def run(settings: EdgeSettings) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     build_server(settings, tune_gc=True).run()

@@ -20,6 +20,7 @@ from common.env import (
     flag,
     integer,
     items,
+    log_format_setting,
     log_level_setting,
     networks,
     number,
@@ -88,6 +89,7 @@ class EdgeSettings(Settings):
     kafka_probe_interval_s: float = setting("EDGE_KAFKA_PROBE_SECONDS", number(minimum=0.1), 5.0)
     linger_ms: int = setting("EDGE_KAFKA_LINGER_MS", integer(minimum=0), 0)
     log_level: str = log_level_setting()
+    log_format: str = log_format_setting()
 
     def __post_init__(self) -> None:
         if (self.basic_auth_user is None) != (self.basic_auth_password is None):

@@ -23,6 +23,7 @@ from typing import Final, TextIO, TypeVar
 import orjson
 from aiokafka.errors import KafkaError
 
+from common.command_line import CommandParser, settings_help, variables_read
 from common.env import SettingsError
 from common.kafka import KafkaSettings
 from consumers.processor.identity import Identity
@@ -37,6 +38,7 @@ CHECK_FAILED: Final = 1
 USAGE: Final = 2
 INTERRUPTED: Final = 130
 
+PROG: Final = "python -m simulator"
 DEFAULT_URL: Final = "http://127.0.0.1:8080/postbacks/mt"
 PASSWORD_VARIABLE: Final = "SIMULATOR_PASSWORD"  # noqa: S105 - a variable name, no secret
 # Events are timestamped by the processor's clock; read from this long before the run began.
@@ -64,9 +66,18 @@ class Options:
     identity: Identity
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m simulator",
+def settings_read() -> list[str]:
+    """The variables the events check reads, for --help."""
+    return [
+        *variables_read(KafkaSettings.from_environ),
+        "KAFKA_TOPIC_EVENTS",
+        "DEDUPE_IDENTITY_FIELDS",
+    ]
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    parser = CommandParser(
+        prog=prog,
         description=(
             "Post a realistic mix of provider postbacks (v2 JSON and v1 XML delivery reports\n"
             "and inbound messages, some malformed) to a postback URL, one at a time over one\n"
@@ -76,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "examples:\n"
-            "  python -m simulator --count 500                       # against `make run`\n"
-            "  python -m simulator --count 2000 --drop-answers 0.2 --retry-delay 1 \\\n"
+            f"  {prog} --count 500                       # against `make run`\n"
+            f"  {prog} --count 2000 --drop-answers 0.2 --retry-delay 1 \\\n"
             "      --check-events --bootstrap-servers 127.0.0.1:19092\n"
-            "  SIMULATOR_PASSWORD=... python -m simulator --user provider \\\n"
+            f"  SIMULATOR_PASSWORD=... {prog} --user provider \\\n"
             "      --url https://pb.example.com/postbacks/acme\n"
             "exit status: 0 done (check passed), 1 events check failed, 2 usage error, "
-            "130 interrupted.\ndetails: docs/simulator.md"
+            "130 interrupted.\ndetails: docs/simulator.md\n\n" + settings_help(settings_read())
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -207,9 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_options(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Options:
+def parse_options(
+    argv: Sequence[str] | None, environ: Mapping[str, str], prog: str = PROG
+) -> Options:
     """Raises UsageError, or SystemExit from argparse (--help, unknown options)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     password = args.password
     if args.user is not None and password is None:
         password = environ.get(PASSWORD_VARIABLE)
@@ -267,6 +280,7 @@ async def run(
     err: TextIO | None = None,
     environ: Mapping[str, str] | None = None,
     stop: asyncio.Event | None = None,
+    prog: str = PROG,
 ) -> int:
     """The whole command in the caller's event loop; returns the exit status.
 
@@ -275,9 +289,9 @@ async def run(
     out = out or sys.stdout
     err = err or sys.stderr
     try:
-        options = parse_options(argv, os.environ if environ is None else environ)
+        options = parse_options(argv, os.environ if environ is None else environ, prog)
     except UsageError as error:
-        print(f"python -m simulator: error: {error}", file=err)
+        print(f"{prog}: error: {error}", file=err)
         return USAGE
     except SystemExit as exit_:  # argparse: --help (0) or a bad option (2), already printed
         return exit_.code if isinstance(exit_.code, int) else USAGE
@@ -346,17 +360,17 @@ async def run(
     return OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(_main(argv))
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    return asyncio.run(_main(argv, prog))
 
 
-async def _main(argv: Sequence[str] | None) -> int:
+async def _main(argv: Sequence[str] | None, prog: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows loops
             loop.add_signal_handler(signum, stop.set)
-    return await run(argv, stop=stop)
+    return await run(argv, stop=stop, prog=prog)
 
 
 async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:

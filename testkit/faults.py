@@ -40,6 +40,7 @@ from aiokafka.structs import ConsumerRecord
 from common.partitioning import default_partition
 from consumers.processor.identity import Identity, event_id
 from consumers.processor.parse import Unparseable, parse
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.cluster import LocalCluster
 from simulator.check import expectation
 from simulator.connection import Connection, Exchange, Target
@@ -229,12 +230,14 @@ async def run_drill(
         "KAFKA_TOPIC_RAW": topics["raw"],
         "KAFKA_TOPIC_EVENTS": topics["events"],
         "KAFKA_TOPIC_DLQ": topics["dlq"],
+        "KAFKA_TOPIC_STATE": f"{prefix}.state",
         "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
         "KAFKA_TOPIC_REPLICATION_FACTOR": "3",
         "PROCESSOR_GROUP_ID": f"{prefix}.processor",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": prefix,
         "METRICS_GROUP_ID": f"{prefix}.metrics",
         "METRICS_AUTO_OFFSET_RESET": "earliest",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
         **dict(scenario.env),
     }
     log_dir.mkdir(parents=True, exist_ok=True)

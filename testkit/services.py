@@ -20,7 +20,7 @@ from typing import Any, Final
 import httpx
 import orjson
 
-from devstack.kafka import free_port
+from devstack.kafka import die_with_parent, free_port
 
 MODULES: Final = {
     "edge": ("ingest", "EDGE_PORT"),
@@ -59,7 +59,11 @@ class Service:
     async def start(self, timeout: float = 90.0) -> Service:
         with open(self.log_path, "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *self._argv, env=self._env, stdout=log, stderr=asyncio.subprocess.STDOUT
+                *self._argv,
+                env=self._env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # no service outlives a killed test or benchmark
             )
         self.starts += 1
         deadline = time.monotonic() + timeout

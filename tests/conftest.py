@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.cluster import LocalCluster
 from devstack.kafka import LocalKafka, broker_or_configured
 from testkit.kafka_tools import ReadTopic, read_records
@@ -67,7 +68,9 @@ def base_env(kafka_bootstrap: str, topic_prefix: str) -> dict[str, str]:
         "KAFKA_TOPIC_RAW": f"{topic_prefix}.raw",
         "KAFKA_TOPIC_EVENTS": f"{topic_prefix}.events",
         "KAFKA_TOPIC_DLQ": f"{topic_prefix}.dlq",
+        "KAFKA_TOPIC_STATE": f"{topic_prefix}.state",
         "KAFKA_STARTUP_TIMEOUT_SECONDS": "20",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
     }
 
 

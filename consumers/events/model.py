@@ -14,7 +14,9 @@ from typing import Final, Literal, TypedDict, get_args
 
 import orjson
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+# The JSON Schema's `$id`, and the events' CloudEvents `dataschema`.
+SCHEMA_ID: Final = f"urn:postback-pipeline:event:{SCHEMA_VERSION}"
 
 Status = Literal[
     "sent",
@@ -111,6 +113,8 @@ Event = TypedDict(
         "input_format": InputFormat,
         "lineage": Lineage,
         "extra": dict[str, object],
+        "numbers_pseudonymised": bool,
+        "content_withheld": bool,
     },
 )
 

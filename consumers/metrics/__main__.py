@@ -32,7 +32,7 @@ async def serve(settings: MetricsSettings) -> None:
 
 def main() -> int:
     settings = settings_or_exit(MetricsSettings.from_environ, os.environ, "consumers.metrics")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # `_created` series double the output and nobody graphs them. Untyped in prometheus_client.
     disable_created_metrics()  # type: ignore[no-untyped-call]
     try:

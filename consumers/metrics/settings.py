@@ -8,6 +8,7 @@ from common.env import (
     Settings,
     choice,
     integer,
+    log_format_setting,
     log_level_setting,
     port_number,
     section,
@@ -36,3 +37,4 @@ class MetricsSettings(Settings):
         "METRICS_AUTO_OFFSET_RESET", choice("latest", "earliest"), "latest"
     )
     log_level: str = log_level_setting()
+    log_format: str = log_format_setting()

@@ -1,9 +1,10 @@
 """`python -m consumers.processor`: the dedupe + enrichment service (settings: README).
 
 Exit status: 0 after a clean SIGTERM/SIGINT, 2 for invalid settings, 3 when fenced: another
-instance took a partition over, or a broker outage outlived the transaction timeout so the
-coordinator aborted the open transaction (either way the orchestrator restarts it and it rejoins
-the group with fresh state), 1 when a partition could not be opened (restored).
+instance processed one of its partitions meanwhile (this one was a zombie: paused or cut off
+past its session timeout; the orchestrator restarts it and it rejoins the group with fresh
+state), 1 when a partition could not be opened (restored). An outage that outlives the
+transaction timeout is not fatal: the partition rewinds and carries on.
 """
 
 from __future__ import annotations
@@ -46,10 +47,8 @@ async def serve(settings: ProcessorSettings) -> int:
         log.info("processor running", extra={"fields": {"ops_port": ops.port}})
         await runtime.run(stop)
     except ProcessorFenced as error:
-        # Either another instance owns the partition now, or an outage outlived the
-        # transaction timeout and the coordinator aborted (and fenced) the open transaction.
         log.error(
-            "fenced (another instance took over, or a transaction outlived its timeout); "
+            "fenced: another instance processed a partition this one still held; "
             "exiting to rejoin cleanly: %s",
             error,
         )
@@ -62,7 +61,7 @@ async def serve(settings: ProcessorSettings) -> int:
 
 def main() -> int:
     settings = settings_or_exit(ProcessorSettings.from_environ, os.environ, "consumers.processor")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
     return uvloop.run(serve(settings))
 

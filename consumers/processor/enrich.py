@@ -138,6 +138,9 @@ def enrich(notification: Notification, meta: RawMeta, digest: bytes) -> Event:
         "input_format": notification.input_format,
         "lineage": {"topic": meta.topic, "partition": meta.partition, "offset": meta.offset},
         "extra": extra,
+        # As given so far; consumers.processor.privacy decides what is published.
+        "numbers_pseudonymised": False,
+        "content_withheld": False,
     }
     return event
 
@@ -303,13 +306,20 @@ def number_facts(number: str | None) -> NumberFacts:
     return _cached_number_facts(number)
 
 
-@functools.lru_cache(maxsize=16384)
-def _cached_number_facts(number: str) -> NumberFacts:
+def compact_number(number: str) -> str:
+    """A number without spaces, dashes, dots, brackets, or its leading "+" or "00": the digits
+    with country code as the provider writes them (`+1 (415) 555-0123` -> `14155550123`)."""
     compact = number.strip().translate(_SEPARATORS)
     if compact.startswith("+"):
-        compact = compact[1:]
-    elif compact.startswith("00"):
-        compact = compact[2:]
+        return compact[1:]
+    if compact.startswith("00"):
+        return compact[2:]
+    return compact
+
+
+@functools.lru_cache(maxsize=16384)
+def _cached_number_facts(number: str) -> NumberFacts:
+    compact = compact_number(number)
     if not compact:
         return (None, None, "unknown") if number else _NO_NUMBER
     if not (compact.isascii() and compact.isdigit()):

@@ -42,10 +42,16 @@ Contract (what the runtime may rely on)
 - Deterministic apart from cap evictions: answers depend on the call sequence and committed
   batches only. Per partition is enough: the tracking id is the Kafka key, so both legs of a
   message land in one partition.
+- Changelog: `pending_delta()` (before `commit()`) is what the batch changed, as operations
+  (an entry starts waiting in a slot, a waiting entry is taken by its other leg) plus the high
+  water; `apply_delta()` then `commit()` on another join makes the same change, so applying a
+  partition's deltas in order rebuilds the join without re-reading a record. `snapshot()` is
+  the whole state as one delta that `replaces` whatever it is applied to.
 """
 
 from __future__ import annotations
 
+import struct
 import sys
 from itertools import islice
 from typing import Final, NamedTuple
@@ -66,12 +72,83 @@ class Latency(NamedTuple):
     """True: the final came before its sent; the latency rides on the late sent's event."""
 
 
+# Changelog operations: an entry starts waiting (with its occurred_ms), or is taken.
+WAIT_SENT: Final = 0
+WAIT_FINAL: Final = 1
+TAKE_SENT: Final = 2
+TAKE_FINAL: Final = 3
+DELTA_FORMAT: Final = 1
+_DELTA_HEADER: Final = struct.Struct(">BBqI")  # version, flags, high water, operations
+_OP: Final = struct.Struct(">BqH")  # operation, slot id, tracking id bytes
+_TIME: Final = struct.Struct(">q")
+_REPLACES: Final = 0x01
+
+Op = tuple[int, int, str, int]  # operation, slot id, tracking id, occurred_ms (0 for a take)
+
+
+def op_bytes(op: Op) -> int:
+    """The encoded size of one operation."""
+    return _OP.size + len(op[2].encode()) + (_TIME.size if op[0] <= WAIT_FINAL else 0)
+
+
+class LatencyDelta(NamedTuple):
+    """What one committed batch changed in a latency join (see the module docstring)."""
+
+    high_water_ms: int | None
+    ops: tuple[Op, ...]
+    replaces: bool = False
+
+    def encode(self) -> bytes:
+        high_water = _NO_TIME if self.high_water_ms is None else self.high_water_ms
+        parts = [
+            _DELTA_HEADER.pack(DELTA_FORMAT, _REPLACES * self.replaces, high_water, len(self.ops))
+        ]
+        for op, slot_id, tracking_id, occurred_ms in self.ops:
+            name = tracking_id.encode()
+            parts.append(_OP.pack(op, slot_id, len(name)))
+            parts.append(name)
+            if op <= WAIT_FINAL:
+                parts.append(_TIME.pack(occurred_ms))
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, data: bytes | memoryview) -> LatencyDelta:
+        """The delta in `data`; ValueError for anything but a whole delta of a known format."""
+        view = memoryview(data)
+        try:
+            version, flags, high_water, count = _DELTA_HEADER.unpack_from(view)
+            if version != DELTA_FORMAT:
+                raise ValueError(f"latency delta format {version} is not {DELTA_FORMAT}")
+            at = _DELTA_HEADER.size
+            ops: list[Op] = []
+            for _ in range(count):
+                op, slot_id, length = _OP.unpack_from(view, at)
+                at += _OP.size
+                tracking_id = bytes(view[at : at + length]).decode()
+                at += length
+                occurred_ms = 0
+                if op <= WAIT_FINAL:
+                    (occurred_ms,) = _TIME.unpack_from(view, at)
+                    at += _TIME.size
+                elif op > TAKE_FINAL:
+                    raise ValueError(f"unknown latency operation {op}")
+                ops.append((op, slot_id, tracking_id, occurred_ms))
+        except struct.error as error:
+            raise ValueError(f"a truncated latency delta: {error}") from None
+        if at != len(view):
+            raise ValueError(f"{len(view) - at} bytes after the latency delta")
+        return cls(
+            None if high_water == _NO_TIME else high_water, tuple(ops), bool(flags & _REPLACES)
+        )
+
+
 class _Slot:
     """Entries waiting since a received-at inside one slot: tracking id -> occurred_ms."""
 
-    __slots__ = ("final", "sent")
+    __slots__ = ("final", "id", "sent")
 
-    def __init__(self) -> None:
+    def __init__(self, slot_id: int) -> None:
+        self.id = slot_id
         self.sent: dict[str, int] = {}
         self.final: dict[str, int] = {}
 
@@ -93,6 +170,7 @@ class LatencyJoin:
         "_max_age_ms",
         "_max_entries",
         "_next_horizon_ms",
+        "_redo",
         "_slot_ms",
         "_slots",
         "_undo",
@@ -110,6 +188,7 @@ class LatencyJoin:
         self._max_entries = max_entries
         self._slots: dict[int, _Slot] = {}
         self._undo: list[tuple[dict[str, int], str, int | None]] = []
+        self._redo: list[Op] = []  # the batch's changes, for the changelog
         self._high_water_ms = _NO_TIME
         self._committed_high_water_ms = _NO_TIME
         self._expired_sent = 0
@@ -128,10 +207,13 @@ class LatencyJoin:
             final_ms = slot.final.pop(tracking_id, None)
             if final_ms is not None:
                 self._undo.append((slot.final, tracking_id, final_ms))
+                self._redo.append((TAKE_FINAL, slot.id, tracking_id, 0))
                 return Latency(final_ms - occurred_ms, final_first=True)
             if tracking_id in slot.sent:
                 return None
-        self._wait(self._slot_for(received_ms).sent, tracking_id, occurred_ms)
+        slot = self._slot_for(received_ms)
+        self._wait(slot.sent, tracking_id, occurred_ms)
+        self._redo.append((WAIT_SENT, slot.id, tracking_id, occurred_ms))
         return None
 
     def observe_final(self, tracking_id: str, occurred_ms: int, received_ms: int) -> Latency | None:
@@ -141,15 +223,19 @@ class LatencyJoin:
             sent_ms = slot.sent.pop(tracking_id, None)
             if sent_ms is not None:
                 self._undo.append((slot.sent, tracking_id, sent_ms))
+                self._redo.append((TAKE_SENT, slot.id, tracking_id, 0))
                 return Latency(occurred_ms - sent_ms, final_first=False)
             if tracking_id in slot.final:
                 return None
-        self._wait(self._slot_for(received_ms).final, tracking_id, occurred_ms)
+        slot = self._slot_for(received_ms)
+        self._wait(slot.final, tracking_id, occurred_ms)
+        self._redo.append((WAIT_FINAL, slot.id, tracking_id, occurred_ms))
         return None
 
     def commit(self) -> None:
         """Keep the batch's changes, then expire old slots and enforce the cap."""
         self._undo.clear()
+        self._redo.clear()
         first_live_id = self._live_from_ms // self._slot_ms
         for slot_id in [slot_id for slot_id in self._slots if slot_id < first_live_id]:
             slot = self._slots.pop(slot_id)
@@ -169,8 +255,45 @@ class LatencyJoin:
             else:
                 waiting[tracking_id] = occurred_ms
         self._undo.clear()
+        self._redo.clear()
         self._high_water_ms = self._committed_high_water_ms
         self._recompute_live()
+
+    def pending_delta(self) -> LatencyDelta:
+        """What the batch since the last `commit()` changed; take it before `commit()`."""
+        return LatencyDelta(_time_or_none(self._high_water_ms), tuple(self._redo))
+
+    def apply_delta(self, delta: LatencyDelta) -> None:
+        """Make the change `delta` describes, as pending; `commit()` makes it count."""
+        if delta.replaces:
+            self._slots.clear()
+            self._high_water_ms = _NO_TIME
+        slots = self._slots
+        for op, slot_id, tracking_id, occurred_ms in delta.ops:
+            slot = slots.get(slot_id)
+            if slot is None:
+                slot = slots[slot_id] = _Slot(slot_id)
+            if op == WAIT_SENT:
+                slot.sent[tracking_id] = occurred_ms
+            elif op == WAIT_FINAL:
+                slot.final[tracking_id] = occurred_ms
+            elif op == TAKE_SENT:
+                slot.sent.pop(tracking_id, None)
+            else:
+                slot.final.pop(tracking_id, None)
+        if delta.high_water_ms is not None and delta.high_water_ms > self._high_water_ms:
+            self._high_water_ms = delta.high_water_ms
+        self._recompute_live()
+
+    def snapshot(self) -> LatencyDelta:
+        """The state as one delta that replaces whatever it is applied to; call it right after
+        a `commit()` (pending changes would be in it too)."""
+        ops: list[Op] = []
+        for slot_id in sorted(self._slots):
+            slot = self._slots[slot_id]
+            ops.extend((WAIT_SENT, slot_id, tid, ms) for tid, ms in slot.sent.items())
+            ops.extend((WAIT_FINAL, slot_id, tid, ms) for tid, ms in slot.final.items())
+        return LatencyDelta(_time_or_none(self._committed_high_water_ms), tuple(ops), True)
 
     def __len__(self) -> int:
         """Entries waiting for their other leg (some may already be past `max_age_ms`)."""
@@ -214,7 +337,7 @@ class LatencyJoin:
         slot_id = received_ms // self._slot_ms
         slot = self._slots.get(slot_id)
         if slot is None:
-            slot = self._slots[slot_id] = _Slot()
+            slot = self._slots[slot_id] = _Slot(slot_id)
             self._recompute_live()
         return slot
 
@@ -249,3 +372,7 @@ class LatencyJoin:
             for slot_id in sorted(self._slots, reverse=True)
             if slot_id >= first_live_id
         ]
+
+
+def _time_or_none(time_ms: int) -> int | None:
+    return None if time_ms == _NO_TIME else time_ms

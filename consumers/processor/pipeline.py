@@ -1,6 +1,6 @@
 """Everything done to one raw record, in order, for one partition of `postbacks.raw`.
 
-    parse -> identify -> dedupe -> enrich -> join delivery latency -> serialise
+    parse -> identify -> dedupe -> enrich -> join delivery latency -> privacy -> serialise
 
 Each record ends in exactly one of three outcomes: an event to emit, a duplicate to drop, or a
 dead letter. Pure apart from the per-partition state it owns (the dedupe window and the
@@ -11,27 +11,35 @@ runtime feeds records in and writes outcomes out.
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 import orjson
 
 from common import raw_record
+from consumers.events import cloudevents
 from consumers.events.model import Event
 from consumers.processor.enrich import LegFacts, enrich, leg_facts
 from consumers.processor.identity import Identity, digest_raw
 from consumers.processor.latency import Latency, LatencyJoin
 from consumers.processor.parse import Unparseable, parse
+from consumers.processor.privacy import Privacy
 from consumers.processor.rawmeta import RawMeta
+from consumers.processor.state import StateDelta
 from consumers.processor.window import DedupeWindow
+
+if TYPE_CHECKING:  # settings read Kafka's admin types; the pipeline imports no Kafka client
+    from consumers.settings import ProcessorSettings
 
 # Events of the sending side carry a delivery-latency leg; inbound (MO) ones never do.
 MT_ORIGINS: Final = frozenset({"SMS_MT", "MMS_MT"})
-EVENT_HEADERS: Final = [("content-type", b"application/json")]
 
 
 class Emit(NamedTuple):
+    """An event record: key (the tracking id), value (the event's JSON), CloudEvents headers."""
+
     key: bytes
     value: bytes
+    headers: list[tuple[str, bytes]]
 
 
 class DeadLetter(NamedTuple):
@@ -63,6 +71,20 @@ def _header_int(value: bytes | None) -> int | None:
 
 
 class PartitionPipeline:
+    @classmethod
+    def from_settings(
+        cls, settings: ProcessorSettings, topic: str, partition: int
+    ) -> PartitionPipeline:
+        """The pipeline of one raw partition as the processor's settings configure it."""
+        return cls(
+            topic,
+            partition,
+            identity=Identity.from_fields(settings.identity_fields or None),
+            window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
+            latency=LatencyJoin(settings.latency_max_age_ms),
+            privacy=Privacy.from_settings(settings),
+        )
+
     def __init__(
         self,
         topic: str,
@@ -71,12 +93,14 @@ class PartitionPipeline:
         identity: Identity,
         window: DedupeWindow,
         latency: LatencyJoin,
+        privacy: Privacy,
     ) -> None:
         self.topic = topic
         self.partition = partition
         self.identity = identity
         self.window = window
         self.latency = latency
+        self.privacy = privacy
 
     def process(
         self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int
@@ -108,8 +132,9 @@ class PartitionPipeline:
         except Exception as error:  # noqa: BLE001 - a bug must dead-letter, never block
             return DeadLetter("enrich_failed", f"{type(error).__name__}: {error}")
         self._join_latency(event, received_at_ms)
+        self.privacy.apply(event)
         key = event["tracking_id"] or event["event_id"]
-        return Emit(key=key.encode(), value=orjson.dumps(event))
+        return Emit(key.encode(), orjson.dumps(event), cloudevents.headers(event))
 
     def restore(
         self, value: bytes, offset: int, headers: raw_record.Headers, timestamp_ms: int
@@ -157,6 +182,23 @@ class PartitionPipeline:
         if leg.is_final is True:
             return self.latency.observe_final(tracking_id, occurred_ms, received_at_ms)
         return None
+
+    def pending_state(self) -> StateDelta:
+        """What the batch since the last commit changed in the state; the runtime writes it to
+        the state topic in the batch's transaction. Take it before `commit()`."""
+        return StateDelta(self.window.pending_delta(), self.latency.pending_delta())
+
+    def apply_state(self, delta: StateDelta) -> None:
+        """Change the state as processing and committing that delta's batch did."""
+        self.window.apply_delta(delta.window)
+        self.latency.apply_delta(delta.latency)
+        self.latency.commit()
+
+    def snapshot(self) -> StateDelta:
+        """The committed state as one delta that replaces any state it is applied to (cut it
+        with `state.in_parts` to write it)."""
+        (window,) = self.window.snapshot(max_bytes=2**62)
+        return StateDelta(window, self.latency.snapshot())
 
     def commit(self) -> None:
         self.window.commit()

@@ -77,6 +77,11 @@ def run(*command: str, cwd: Path = REPO, check: bool = True) -> subprocess.Compl
     return result
 
 
+# The one value the chart cannot default: the Secret with the events' pseudonym key.
+PSEUDONYM_KEY_SECRET = "postback-pseudonym-key"
+REQUIRED_VALUES = ("--set", f"eventsPrivacy.pseudonymKey.existingSecret={PSEUDONYM_KEY_SECRET}")
+
+
 def scenario_args(scenario: str) -> tuple[str, ...]:
     return ("--values", str(CHART / "ci" / f"{scenario}.yaml"))
 

@@ -5,7 +5,9 @@ accept) with the real helm and kubernetes-validate.
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -17,13 +19,17 @@ import pytest
 import yaml
 
 from common.env import SettingsError
+from consumers.changelog import state_topic
 from consumers.metrics.settings import MetricsSettings
+from consumers.processor.pipeline import PartitionPipeline
 from consumers.settings import ProcessorSettings
 from ingest.settings import EdgeSettings
 from tests.deploy.support import (
     CHART,
     DEFAULTS,
     KUBE_VERSIONS,
+    PSEUDONYM_KEY_SECRET,
+    REQUIRED_VALUES,
     SCENARIOS,
     component,
     helm_template,
@@ -35,26 +41,28 @@ from tests.deploy.support import (
     tool,
     validate_manifest,
 )
-from tests.deploy.test_image import module_runs
+from tests.deploy.test_image import command_runs
 
+PLACEHOLDER_CHARS = 64
 # Custom resources have no schema in kubernetes-validate; the chart may only make these.
 CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KafkaTopic"}
 SETTINGS: dict[str, Callable[[Mapping[str, str]], object]] = {
-    "ingest": EdgeSettings.from_environ,
-    "consumers.processor": ProcessorSettings.from_environ,
-    "consumers.metrics": MetricsSettings.from_environ,
+    "edge": EdgeSettings.from_environ,
+    "processor": ProcessorSettings.from_environ,
+    "metrics": MetricsSettings.from_environ,
 }
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    """The container's environment; values from Secrets become placeholders."""
+    """The container's environment; values from Secrets become placeholders (`from-secret-<key>`,
+    padded to pass a length check such as the pseudonym key's)."""
     env = {}
     for variable in container.get("env", []):
         if "value" in variable:
             env[variable["name"]] = variable["value"]
         else:
             key = variable["valueFrom"]["secretKeyRef"]["key"]
-            env[variable["name"]] = f"from-secret-{key}"
+            env[variable["name"]] = f"from-secret-{key}".ljust(PLACEHOLDER_CHARS, ".")
     return env
 
 
@@ -204,7 +212,7 @@ def test_only_known_custom_resources(scenario: str) -> None:
 
     assert kinds - CUSTOM_KINDS <= {
         "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
-        "Pod", "PodDisruptionBudget", "Service", "ServiceAccount",
+        "Pod", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount",
     }  # fmt: skip
     if scenario == DEFAULTS:
         assert not kinds & CUSTOM_KINDS
@@ -234,23 +242,19 @@ def test_service_account_mounts_no_token(scenario: str) -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_workload_runs_a_service_the_image_has(scenario: str) -> None:
-    """Each Deployment's args name a module of the package, and the services map one to one."""
-    modules = {}
+    """Each Deployment's args name a command of the image, and the services map one to one."""
+    commands = {}
     for name, spec in pod_specs(render(scenario)):
         (container,) = spec["containers"]
         if "command" in container:  # the test hook runs a script with the image's python
             assert container["command"] == ["python", "-c"], name
             compile(container["args"][0], name, "exec")
             continue
-        (module,) = container["args"]
-        assert module_runs(module), f"{name}: python -m {module} would not start"
-        modules[name.rsplit("-", 1)[-1]] = module
+        (command,) = container["args"]
+        assert command_runs(command), f"{name}: postback-pipeline {command} would not start"
+        commands[name.rsplit("-", 1)[-1]] = command
 
-    assert modules == {
-        "edge": "ingest",
-        "processor": "consumers.processor",
-        "metrics": "consumers.metrics",
-    }
+    assert commands == {"edge": "edge", "processor": "processor", "metrics": "metrics"}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -453,7 +457,18 @@ def test_strimzi_topics_match_what_the_services_use() -> None:
         env["KAFKA_TOPIC_RAW"],
         env["KAFKA_TOPIC_EVENTS"],
         env["KAFKA_TOPIC_DLQ"],
+        env["KAFKA_TOPIC_STATE"],
     }
+    # The state topic as the processor would create it: a partition per raw partition, and
+    # kept as long as a rebuild looks back.
+    settings = ProcessorSettings.from_environ(env)
+    span_ms = PartitionPipeline.from_settings(settings, "raw", 0).replay_span_ms
+    wanted = state_topic(settings, span_ms)
+    state = topics[env["KAFKA_TOPIC_STATE"]]["spec"]
+    assert state["partitions"] == wanted.partitions == int(env["KAFKA_TOPIC_RAW_PARTITIONS"])
+    assert state["config"]["retention.ms"] == wanted.retention_ms
+    rendered = {key: str(value) for key, value in state["config"].items()}
+    assert dict(wanted.configs).items() <= rendered.items()
     raw = topics[env["KAFKA_TOPIC_RAW"]]
     assert raw["spec"]["partitions"] == int(env["KAFKA_TOPIC_RAW_PARTITIONS"])
     assert raw["spec"]["config"]["retention.ms"] == int(env["KAFKA_TOPIC_RAW_RETENTION_MS"])
@@ -506,7 +521,7 @@ def test_helm_test_posts_to_the_edge_service() -> None:
     assert pod["spec"]["restartPolicy"] == "Never"
     name, port = edge_service["metadata"]["name"], edge_service["spec"]["ports"][0]["port"]
     assert env["EDGE_URL"] == f"http://{name}:{port}/postbacks/helm-test"
-    assert env["EDGE_BASIC_AUTH_PASSWORD"] == "from-secret-password"
+    assert env["EDGE_BASIC_AUTH_PASSWORD"].startswith("from-secret-password")
 
 
 @pytest.mark.parametrize(
@@ -593,7 +608,8 @@ def test_an_allowlist_credentials_or_an_opt_in_let_the_edge_render_and_start(
     """Each of the three ways renders, and the edge starts with what the chart gives it;
     EDGE_ALLOW_ANY_SENDER is set only by the opt-in, and without it the edge itself would
     refuse the same open environment."""
-    result = helm_template("--set-json", setting)
+    key = f"eventsPrivacy.pseudonymKey.existingSecret={PSEUDONYM_KEY_SECRET}"
+    result = helm_template("--set-json", setting, "--set", key)
     manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     (edge,) = [d for d in of_kind(manifests, "Deployment") if component(d) == "edge"]
     env = env_of(edge["spec"]["template"]["spec"]["containers"][0])
@@ -626,7 +642,7 @@ def notes(tmp_path: Path, *settings: str) -> str:
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n"
         'data:\n  notes: {{ include "test.notes" . | quote }}\n'
     )
-    args = [arg for setting in settings for arg in ("--set", setting)]
+    args = [*REQUIRED_VALUES, *[arg for setting in settings for arg in ("--set", setting)]]
     output = run(
         tool("helm"), "template", "pp", str(chart), "--show-only", "templates/zz-notes.yaml", *args
     )
@@ -661,3 +677,77 @@ def test_notes_stay_quiet_when_all_is_well(tmp_path: Path) -> None:
 
     assert "https://postbacks.example.com/postbacks/<source>" in text
     assert "NOTE" not in text
+
+
+# What every render must say besides the setting under test: who may post to the edge.
+ALLOWLIST = ("--set-json", 'edge.allowedCidrs=["198.51.100.0/24"]')
+
+
+def processor_env(*settings: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The processor's container and environment, rendered with the chart's defaults, an edge
+    allowlist and `--set` settings."""
+    result = helm_template(*ALLOWLIST, *[arg for setting in settings for arg in ("--set", setting)])
+    manifests = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    (processor,) = [d for d in of_kind(manifests, "Deployment") if component(d) == "processor"]
+    (container,) = processor["spec"]["template"]["spec"]["containers"]
+    return container, env_of(container)
+
+
+def test_events_are_private_by_default_with_the_key_from_a_secret() -> None:
+    """The processor pseudonymises numbers and withholds content; its key never sits in a
+    manifest as a plain value."""
+    container, env = processor_env(
+        f"eventsPrivacy.pseudonymKey.existingSecret={PSEUDONYM_KEY_SECRET}"
+    )
+    settings = ProcessorSettings.from_environ(env)
+    (key,) = [v for v in container["env"] if v["name"] == "EVENTS_PSEUDONYM_KEY"]
+
+    assert settings.pseudonymise_numbers is True
+    assert settings.include_content is False
+    assert key["valueFrom"]["secretKeyRef"] == {
+        "name": PSEUDONYM_KEY_SECRET,
+        "key": "pseudonym-key",
+    }
+
+
+def test_a_key_given_as_a_value_is_rendered_into_a_secret() -> None:
+    """Without an existing Secret the chart makes one and points the processor at it."""
+    key = "k" * 32
+    manifests = helm_template(*ALLOWLIST, "--set", f"eventsPrivacy.pseudonymKey.value={key}").stdout
+    documents = [doc for doc in yaml.safe_load_all(manifests) if doc]
+    (secret,) = of_kind(documents, "Secret")
+    (processor,) = [d for d in of_kind(documents, "Deployment") if component(d) == "processor"]
+    (container,) = processor["spec"]["template"]["spec"]["containers"]
+    (reference,) = [v for v in container["env"] if v["name"] == "EVENTS_PSEUDONYM_KEY"]
+
+    assert reference["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    assert base64.b64decode(secret["data"]["pseudonym-key"]).decode() == key
+    assert key not in json.dumps(processor)
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ([], "eventsPrivacy.pseudonymKey: set existingSecret"),
+        (["eventsPrivacy.pseudonymKey.value=short"], "at least 32 characters"),
+    ],
+)
+def test_privacy_without_a_key_fails_the_render(settings: list[str], complaint: str) -> None:
+    """The chart asks for the pseudonym key instead of deploying a processor that cannot start."""
+    result = helm_template(
+        *ALLOWLIST, *[arg for s in settings for arg in ("--set", s)], check=False
+    )
+
+    assert result.returncode != 0
+    assert complaint in result.stderr
+
+
+def test_turning_privacy_off_needs_no_key() -> None:
+    """Publishing numbers as given is an explicit choice, and then no Secret is involved."""
+    _, env = processor_env(
+        "eventsPrivacy.pseudonymiseNumbers=false", "eventsPrivacy.includeContent=true"
+    )
+    settings = ProcessorSettings.from_environ(env)
+
+    assert "EVENTS_PSEUDONYM_KEY" not in env
+    assert (settings.pseudonymise_numbers, settings.include_content) == (False, True)

@@ -7,9 +7,11 @@ after .dockerignore) and checks every command it runs against the installed pack
 from __future__ import annotations
 
 import fnmatch
-import importlib.util
+import functools
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +22,7 @@ from packaging.utils import canonicalize_name
 
 from common.env import SettingsError
 from ingest.settings import EdgeSettings
+from postback_pipeline.cli import BY_NAME
 from tests.deploy.support import REPO, dockerfile_args, dockerfile_stages, run, tool
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -33,14 +36,13 @@ def final_stage() -> dict[str, list[str]]:
     return instructions
 
 
-def module_runs(module: str) -> bool:
-    """`python -m module` would run: the module exists, as a package with __main__ or plain."""
-    spec = importlib.util.find_spec(module)
-    if spec is None:
-        return False
-    if spec.submodule_search_locations is not None:
-        return importlib.util.find_spec(f"{module}.__main__") is not None
-    return True
+@functools.cache
+def command_runs(name: str) -> bool:
+    """`postback-pipeline NAME` would run: the installed console script has the command and
+    loads it (its --help does)."""
+    script = Path(sys.executable).with_name("postback-pipeline")
+    result = subprocess.run([script, name, "--help"], capture_output=True, check=False)
+    return result.returncode == 0 and name in BY_NAME
 
 
 def test_hadolint_finds_nothing() -> None:
@@ -169,17 +171,19 @@ def test_runs_as_a_numeric_non_root_user() -> None:
     assert int(gid) > 0
 
 
-def test_entrypoint_and_command_are_exec_form_modules_the_package_has() -> None:
-    """`docker run IMAGE [module]` starts python directly (it gets SIGTERM) on a real module."""
+def test_entrypoint_and_command_are_exec_form_commands_the_package_has() -> None:
+    """`docker run IMAGE [command]` starts the console script directly (it gets SIGTERM) on a
+    command it has."""
     final = final_stage()
     (entrypoint,) = final["ENTRYPOINT"]
     (command,) = final["CMD"]
 
-    assert json.loads(entrypoint) == ["python", "-m"]
-    (module,) = json.loads(command)
-    assert module == "ingest"
-    for service in ("ingest", "consumers.processor", "consumers.metrics"):
-        assert module_runs(service), service
+    assert json.loads(entrypoint) == ["postback-pipeline"]
+    assert PYPROJECT["project"]["scripts"]["postback-pipeline"] == "postback_pipeline.cli:main"
+    assert json.loads(command) == ["edge"]
+    for service in ("edge", "processor", "metrics"):
+        assert command_runs(service), service
+    assert not command_runs("ingest")
 
 
 def test_services_listen_on_all_interfaces_in_the_container() -> None:

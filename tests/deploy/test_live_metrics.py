@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.metrics.service import MetricsService
 from consumers.metrics.settings import MetricsSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import free_port
 from testkit.samples import all_malformed, all_valid, content_type
 from tests.deploy.support import (
@@ -136,6 +137,7 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
         "KAFKA_TOPIC_RAW": f"test.deploy.{run}.raw",
         "KAFKA_TOPIC_EVENTS": f"test.deploy.{run}.events",
         "KAFKA_TOPIC_DLQ": f"test.deploy.{run}.dlq",
+        "KAFKA_TOPIC_STATE": f"test.deploy.{run}.state",
         "KAFKA_STARTUP_TIMEOUT_SECONDS": "20",
         "PROCESSOR_GROUP_ID": f"deploy-{run}",
         "PROCESSOR_TRANSACTIONAL_ID_PREFIX": f"deploy-{run}",
@@ -144,6 +146,7 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
         "METRICS_PORT": "0",
         "METRICS_AUTO_OFFSET_RESET": "earliest",
         "LOG_LEVEL": "WARNING",
+        "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
     }
     processor = ProcessorProcess(env)
     async with (

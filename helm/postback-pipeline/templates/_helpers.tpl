@@ -75,11 +75,6 @@ postback-pipeline/job: {{ include "postback-pipeline.componentName" . }}
 {{- end }}
 {{- end }}
 
-{{/* The module each component runs: the image's entrypoint is `python -m`. */}}
-{{- define "postback-pipeline.module" -}}
-{{- get (dict "edge" "ingest" "processor" "consumers.processor" "metrics" "consumers.metrics") . }}
-{{- end }}
-
 {{/* The container port of a component. */}}
 {{- define "postback-pipeline.port" -}}
 {{- (get .root.Values .component).port }}
@@ -141,6 +136,25 @@ the process to exit after its drain timeout. */}}
 {{- if gt (int .Values.edge.headerTimeoutSeconds) 9 }}
 {{- fail "edge.headerTimeoutSeconds: must stay below the provider's 10 s timeout" }}
 {{- end }}
+{{- include "postback-pipeline.validateEventsPrivacy" . }}
+{{- end }}
+
+{{/* Privacy is the default, so the pseudonym key is required unless turned off explicitly. */}}
+{{- define "postback-pipeline.validateEventsPrivacy" -}}
+{{- $privacy := .Values.eventsPrivacy }}
+{{- if $privacy.pseudonymiseNumbers }}
+{{- if not (or $privacy.pseudonymKey.existingSecret $privacy.pseudonymKey.value) }}
+{{- fail "eventsPrivacy.pseudonymKey: set existingSecret (a Secret holding EVENTS_PSEUDONYM_KEY, at least 32 characters, e.g. openssl rand -hex 32) or value; or set eventsPrivacy.pseudonymiseNumbers=false to publish subscribers' numbers as given" }}
+{{- end }}
+{{- if and (not $privacy.pseudonymKey.existingSecret) (lt (len $privacy.pseudonymKey.value) 32) }}
+{{- fail "eventsPrivacy.pseudonymKey.value: must be at least 32 characters (e.g. openssl rand -hex 32)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the pseudonym key: the operator's, or the one the chart renders. */}}
+{{- define "postback-pipeline.pseudonymKeySecret" -}}
+{{- default (printf "%s-events-privacy" (include "postback-pipeline.fullname" .)) .Values.eventsPrivacy.pseudonymKey.existingSecret }}
 {{- end }}
 
 {{/* Environment shared by every service: Kafka access, topics, logging. */}}
@@ -266,6 +280,8 @@ the process to exit after its drain timeout. */}}
   value: {{ $processor.commitMaxRecords | int64 | quote }}
 - name: PROCESSOR_SESSION_TIMEOUT_MS
   value: {{ $processor.sessionTimeoutMs | int64 | quote }}
+- name: KAFKA_TOPIC_STATE
+  value: {{ $root.Values.kafka.topics.state.name | quote }}
 - name: DEDUPE_WINDOW_SECONDS
   value: {{ $processor.dedupeWindowSeconds | int64 | quote }}
 - name: DEDUPE_MAX_KEYS
@@ -274,6 +290,18 @@ the process to exit after its drain timeout. */}}
   value: {{ join "," $processor.dedupeIdentityFields | quote }}
 - name: LATENCY_MAX_AGE_SECONDS
   value: {{ $processor.latencyMaxAgeSeconds | int64 | quote }}
+{{- $privacy := $root.Values.eventsPrivacy }}
+- name: EVENTS_PSEUDONYMISE_NUMBERS
+  value: {{ $privacy.pseudonymiseNumbers | quote }}
+- name: EVENTS_INCLUDE_CONTENT
+  value: {{ $privacy.includeContent | quote }}
+{{- if $privacy.pseudonymiseNumbers }}
+- name: EVENTS_PSEUDONYM_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "postback-pipeline.pseudonymKeySecret" $root }}
+      key: {{ $privacy.pseudonymKey.secretKey }}
+{{- end }}
 {{- else }}
 {{- $metrics := $root.Values.metrics -}}
 - name: METRICS_HOST
@@ -333,7 +361,8 @@ spec:
     - name: {{ .component }}
       image: {{ include "postback-pipeline.image" $root | quote }}
       imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-      args: [{{ include "postback-pipeline.module" .component | quote }}]
+      # The image's entrypoint is `postback-pipeline`; its commands are named as the components.
+      args: [{{ .component | quote }}]
       env:
         {{- include "postback-pipeline.env" . | nindent 8 }}
       ports:
@@ -433,4 +462,16 @@ spec:
   affinity:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+{{- end }}
+
+{{/*
+How long the processor's state topic keeps records: what a rebuild looks back (the dedupe
+window and the latency join's age, each plus a quarter for the slot being filled, the window
+plus the provider's 30 minutes of retries), plus an hour. As consumers/changelog.py computes it.
+*/}}
+{{- define "postback-pipeline.stateRetentionMs" -}}
+{{- $p := .Values.processor -}}
+{{- $window := add (div (mul $p.dedupeWindowSeconds 5) 4) 1800 -}}
+{{- $latency := div (mul $p.latencyMaxAgeSeconds 5) 4 -}}
+{{- mul (add (max $window $latency) 3600) 1000 -}}
 {{- end }}

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumers.clients import KafkaClients
 from consumers.instruments import ProcessorMetrics
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
-from devstack.kafka import free_port
 from testkit.kafka_tools import committed_total, topic_size
+from tests.integration.conftest import ServiceProcess
 
 
 @pytest.fixture
@@ -42,12 +39,16 @@ def with_processor_settings(base_env: dict[str, str]) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def running_processor(
-    env: dict[str, str],
+    env: dict[str, str], clients: type[KafkaClients] = KafkaClients
 ) -> AsyncIterator[tuple[asyncio.Task[None], CollectorRegistry]]:
-    """The processor in this event loop; its task is exposed so a test can tell a crash."""
+    """The processor in this event loop; its task is exposed so a test can tell a crash.
+
+    `clients` is the factory of its Kafka clients: a test passes a subclass of KafkaClients
+    whose clients fail or stall on cue.
+    """
     settings = ProcessorSettings.from_environ(env)
     registry = CollectorRegistry()
-    runtime = ProcessorRuntime(settings, ProcessorMetrics(registry))
+    runtime = ProcessorRuntime(settings, ProcessorMetrics(registry), clients(settings))
     await runtime.start()
     stop = asyncio.Event()
     running = asyncio.create_task(runtime.run(stop))
@@ -58,52 +59,8 @@ async def running_processor(
         await running
 
 
-class ProcessorProcess:
+class ProcessorProcess(ServiceProcess):
     """`python -m consumers.processor` as a child process, for kill -9 and rebalances."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self._env = {**os.environ, **env, "PROCESSOR_PORT": str(self.port)}
-        self.process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> ProcessorProcess:
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "consumers.processor", env=self._env
-        )
-        async with httpx.AsyncClient(timeout=2) as client:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                assert self.process.returncode is None, "the processor exited at start-up"
-                with contextlib.suppress(httpx.TransportError):
-                    if (
-                        await client.get(f"http://127.0.0.1:{self.port}/readyz")
-                    ).status_code == 200:
-                        return self
-                await asyncio.sleep(0.05)
-        raise AssertionError("the processor did not become ready")
-
-    async def kill(self) -> None:
-        """SIGKILL: no commit, no goodbye to the group, an open transaction left behind."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
-
-    async def stop(self) -> int:
-        assert self.process is not None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.process.wait(), timeout=30)
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[ProcessorProcess]]:
-    """Processes a test starts are stopped at its end, whatever happened."""
-    started: list[ProcessorProcess] = []
-    yield started
-    for process in started:
-        if process.process is not None and process.process.returncode is None:
-            process.process.kill()
-            await process.process.wait()
 
 
 async def wait_caught_up(env: dict[str, str], timeout: float = 60) -> None:

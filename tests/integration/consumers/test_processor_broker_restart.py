@@ -10,7 +10,6 @@ two tests cover what a long outage does to the producers: sends that fail for go
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 from typing import Any
 
@@ -18,9 +17,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import LeaderNotAvailableError
+from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers import runtime
+from consumers.clients import KafkaClients
 from devstack.kafka import LocalKafka
 from testkit.kafka_tools import produce
 from testkit.traffic import as_raw, hours_ago_ms, realistic_mix
@@ -103,7 +103,7 @@ async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
 
 
 async def test_outage_longer_than_the_producer_request_timeout_loses_and_repeats_nothing(
-    own_broker: LocalKafka, processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    own_broker: LocalKafka, processor_env: dict[str, str]
 ) -> None:
     """Sends failing in an outage longer than the request timeout rewind; nothing crashes.
 
@@ -111,12 +111,14 @@ async def test_outage_longer_than_the_producer_request_timeout_loses_and_repeats
     cutting the processor's producers to 3 s makes an 8 s outage the same event (in-process,
     to reach the producers). A processor that let `send()` raise out of its loop died here.
     """
-    monkeypatch.setattr(
-        runtime, "AIOKafkaProducer", functools.partial(AIOKafkaProducer, request_timeout_ms=3000)
-    )
+
+    class QuickTimeout(KafkaClients):
+        def producer_options(self, tp: TopicPartition) -> dict[str, Any]:
+            return {**super().producer_options(tp), "request_timeout_ms": 3000}
+
     env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
     mix = realistic_mix(10_000, seed=23)
-    async with running_processor(env) as (running, registry):
+    async with running_processor(env, QuickTimeout) as (running, registry):
         await produce(
             env["KAFKA_BOOTSTRAP_SERVERS"],
             env["KAFKA_TOPIC_RAW"],
@@ -133,10 +135,10 @@ async def test_outage_longer_than_the_producer_request_timeout_loses_and_repeats
     await assert_exactly_once(env, mix.event_ids, mix.malformed)
 
 
-def losing_the_nth_write(nth: int) -> type[AIOKafkaProducer]:
-    """A producer whose `nth` write (a `send` or a `send_batch`, counted across instances)
-    fails for good, unwritten: what an outage longer than the request timeout does to the
-    batches a producer held."""
+def losing_the_nth_write(nth: int) -> type[KafkaClients]:
+    """Clients whose producers' `nth` write (a `send` or a `send_batch`, counted across
+    instances) fails for good, unwritten: what an outage longer than the request timeout does
+    to the batches a producer held."""
     writes = itertools.count(1)
 
     def lost() -> asyncio.Future[Any]:
@@ -157,20 +159,23 @@ def losing_the_nth_write(nth: int) -> type[AIOKafkaProducer]:
             sent: asyncio.Future[Any] = await super().send_batch(batch, topic, **kwargs)
             return sent
 
-    return LosesOneWrite
+    class Clients(KafkaClients):
+        def transactional_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+            return LosesOneWrite(**self.producer_options(tp))
+
+    return Clients
 
 
 async def test_a_record_kafka_failed_to_write_is_written_again_never_committed_over(
-    processor_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    processor_env: dict[str, str],
 ) -> None:
     """Records Kafka never wrote abort their transaction: they are written again, not skipped.
 
     aiokafka commits a transaction over a failed send, consumed offsets included; the
     processor must check every delivery itself before it commits.
     """
-    monkeypatch.setattr(runtime, "AIOKafkaProducer", losing_the_nth_write(10))
     mix = realistic_mix(3_000, seed=25)
-    async with running_processor(processor_env) as (running, registry):
+    async with running_processor(processor_env, losing_the_nth_write(10)) as (running, registry):
         await produce(
             processor_env["KAFKA_BOOTSTRAP_SERVERS"],
             processor_env["KAFKA_TOPIC_RAW"],

@@ -6,10 +6,12 @@ import asyncio
 import time
 from collections import Counter
 
+import httpx
 import orjson
 import pytest
 
 from testkit.kafka_tools import committed_total, produce, read_all_committed
+from testkit.services import sum_samples
 from testkit.traffic import as_raw, hours_ago_ms, realistic_mix
 from tests.integration.consumers.conftest import ProcessorProcess, wait_caught_up
 
@@ -50,7 +52,10 @@ async def test_kill_9_mid_stream_then_restart_loses_and_repeats_nothing(
     processor_env: dict[str, str], processes: list[ProcessorProcess]
 ) -> None:
     """A processor killed with open transactions leaves no trace in read_committed output;
-    its successor resumes at the last commit with the dedupe state rebuilt."""
+    its successor resumes at the last commit with the dedupe state rebuilt from the state
+    topic (what the committed transactions wrote, not what the killed one held), so that the
+    retries that follow, of notifications processed before the kill, are dropped as the lost
+    state would have dropped them."""
     env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
     mix = realistic_mix(20_000)
     first = ProcessorProcess(env)
@@ -68,6 +73,10 @@ async def test_kill_9_mid_stream_then_restart_loses_and_repeats_nothing(
     processes.append(second)
     await second.start()
     await wait_caught_up(env)
+    async with httpx.AsyncClient(timeout=5) as client:
+        metrics = (await client.get(f"http://127.0.0.1:{second.port}/metrics")).text
+    from_state = sum_samples(metrics, "postback_processor_partition_opens", {"state": "state"})
+    assert from_state == int(env["KAFKA_TOPIC_PARTITIONS"])
     assert await second.stop() == 0
     await assert_exactly_once(env, mix.event_ids, mix.malformed)
 

@@ -12,7 +12,7 @@ from consumers.metrics.settings import MetricsSettings
 from consumers.settings import ProcessorSettings
 from ingest.settings import EdgeSettings
 
-MINIMAL = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}
+MINIMAL = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "EVENTS_PSEUDONYM_KEY": "k" * 32}
 SERVICES: dict[str, Callable[[Mapping[str, str]], object]] = {
     "edge": EdgeSettings.from_environ,
     "processor": ProcessorSettings.from_environ,

@@ -10,9 +10,11 @@ from typing import Any
 import jsonschema
 import pytest
 
+from consumers.events.cloudevents import headers
 from consumers.events.model import (
     INPUT_FORMATS,
     NUMBER_TYPES,
+    SCHEMA_ID,
     SCHEMA_VERSION,
     STATUSES,
     Event,
@@ -22,18 +24,29 @@ from consumers.events.model import (
 from consumers.processor.enrich import enrich
 from consumers.processor.identity import digest
 from consumers.processor.parse import parse
+from consumers.processor.privacy import Privacy
 from consumers.processor.rawmeta import RawMeta
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.samples import all_valid, load
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "events.md"
 SCHEMA: dict[str, Any] = load_schema()
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 META = RawMeta("postbacks.raw", 0, 17, 1_709_648_570_000, "skycore", "text/xml")
+KEY = DEVELOPMENT_PSEUDONYM_KEY.encode()
+# What a deployment may publish: the default, content turned on, and privacy turned off.
+MODES = {
+    "private": Privacy(KEY, include_content=False),
+    "pseudonyms_with_content": Privacy(KEY, include_content=True),
+    "as_given": Privacy(None, include_content=True),
+}
 
 
-def event_of(body: bytes, meta: RawMeta = META) -> dict[str, object]:
+def event_of(body: bytes, meta: RawMeta = META, mode: str = "private") -> Event:
     notification = parse(body)
-    return enrich(notification, meta, digest(notification))
+    event = enrich(notification, meta, digest(notification))
+    MODES[mode].apply(event)
+    return event
 
 
 def test_schema_is_valid_draft_2020_12() -> None:
@@ -47,10 +60,35 @@ def test_schema_file_ships_with_the_package() -> None:
     assert schema_resource().is_file()
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("kind", "body"), all_valid(), ids=[kind for kind, _ in all_valid()])
-def test_every_sample_event_validates(kind: str, body: bytes) -> None:
-    """Every event the enrichment makes from a real sample matches the published schema."""
-    VALIDATOR.validate(event_of(body))
+def test_every_sample_event_validates(kind: str, body: bytes, mode: str) -> None:
+    """Every event made from a real sample matches the published schema, in every privacy mode."""
+    VALIDATOR.validate(event_of(body, mode=mode))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "flag"),
+    [
+        ("to", "14155550123", "numbers_pseudonymised"),
+        ("from", "447700900123", "numbers_pseudonymised"),
+        ("copy_to", ["17745550002"], "numbers_pseudonymised"),
+        ("message_text", "STOP", "content_withheld"),
+        ("message_subject", "", "content_withheld"),
+        ("content_files", ["https://x/1.jpg"], "content_withheld"),
+    ],
+)
+def test_schema_rejects_what_the_privacy_flags_rule_out(
+    field: str, value: object, flag: str
+) -> None:
+    """A consumer validating events can tell a leaked number or text from a private event; the
+    same value is valid where the event says numbers or content are published."""
+    event: dict[str, Any] = dict(event_of(load("v2/mms_mo_n401_sinch")))
+    event[field] = value
+    with pytest.raises(jsonschema.ValidationError):
+        VALIDATOR.validate(event)
+    event[flag] = False
+    VALIDATOR.validate(event)
 
 
 def test_events_without_edge_facts_validate() -> None:
@@ -96,6 +134,7 @@ def test_schema_enums_match_the_code() -> None:
     assert SCHEMA["$defs"]["number_type"]["enum"] == list(NUMBER_TYPES)
     assert SCHEMA["properties"]["input_format"]["enum"] == list(INPUT_FORMATS)
     assert SCHEMA["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    assert SCHEMA["$id"] == SCHEMA_ID
 
 
 def test_docs_describe_every_field_and_status() -> None:
@@ -108,9 +147,12 @@ def test_docs_describe_every_field_and_status() -> None:
 
 
 def test_docs_example_is_real_output() -> None:
-    """The example in docs/events.md is exactly what the enrichment makes of its example body."""
-    blocks = re.findall(r"```json\n(.*?)```", DOCS.read_text(encoding="utf-8"), re.S)
+    """The example in docs/events.md is exactly what `make run` publishes for its example body,
+    headers included."""
+    text = DOCS.read_text(encoding="utf-8")
+    blocks = re.findall(r"```json\n(.*?)```", text, re.S)
     body, documented = blocks[0].strip().encode(), json.loads(blocks[1])
+    (header_block,) = re.findall(r"```text\n(ce_specversion.*?)```", text, re.S)
     lineage = documented["lineage"]
     meta = RawMeta(
         lineage["topic"],
@@ -120,7 +162,11 @@ def test_docs_example_is_real_output() -> None:
         source=documented["source"],
     )
     assert body == load("v2/sms_mt_n202")
-    assert event_of(body, meta) == documented
+    event = event_of(body, meta)
+    assert event == documented
+    assert [line.split(": ", 1) for line in header_block.strip().splitlines()] == [
+        [name, value.decode()] for name, value in headers(event)
+    ]
 
 
 def test_events_annotated_by_the_latency_join_validate() -> None:

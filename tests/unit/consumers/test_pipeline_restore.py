@@ -1,8 +1,10 @@
-"""A state rebuilt with `restore` answers exactly as the state of the instance that processed.
+"""A rebuilt state answers exactly as the state of the instance that processed.
 
-The runtime rebuilds a partition's dedupe window and latency join by feeding re-read records
-to `PartitionPipeline.restore`, which skips enrichment. If it changed the state in any way
-`process` does not, a retry after a rebalance could be emitted again or a latency lost.
+The runtime rebuilds a partition's dedupe window and latency join from the state topic (the
+changes each committed batch wrote: `pending_state`, applied with `apply_state`) or, when that
+cannot serve, by feeding re-read raw records to `PartitionPipeline.restore`, which skips
+enrichment. If either changed the state in any way `process` does not, a retry after a
+rebalance could be emitted again or a latency lost.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from hypothesis import strategies as st
 from consumers.processor.identity import Identity
 from consumers.processor.latency import LatencyJoin
 from consumers.processor.pipeline import Outcome, PartitionPipeline
+from consumers.processor.privacy import Privacy
+from consumers.processor.state import StateDelta, in_parts
 from consumers.processor.window import DedupeWindow
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.kafka_tools import ProducerRecord
 from testkit.samples import all_malformed, all_valid
 from testkit.traffic import as_raw, delivery_reports, with_retries
@@ -30,12 +35,26 @@ def new_pipeline(identity: Identity | None = None) -> PartitionPipeline:
         identity=identity or Identity(),
         window=DedupeWindow(),
         latency=LatencyJoin(max_age_ms=2 * 60 * MINUTE_MS),
+        privacy=Privacy(DEVELOPMENT_PSEUDONYM_KEY.encode(), include_content=False),
     )
 
 
 def feed(
-    pipeline: PartitionPipeline, records: list[ProducerRecord], first_offset: int, *, how: str
+    pipeline: PartitionPipeline,
+    records: list[ProducerRecord],
+    first_offset: int,
+    *,
+    how: str,
+    changes: list[bytes] | None = None,
 ) -> list[Outcome]:
+    """Process (or restore) `records`, committing every 37; `changes` collects the encoded
+    state change of each commit, as the runtime writes it to the state topic."""
+
+    def commit() -> None:
+        if changes is not None:
+            changes.append(pipeline.pending_state().encode())
+        pipeline.commit()
+
     outcomes = []
     for n, (_, value, headers, timestamp) in enumerate(records):
         offset = first_offset + n
@@ -44,8 +63,8 @@ def feed(
         else:
             pipeline.restore(value, offset, headers, timestamp or 0)
         if n % 37 == 36:
-            pipeline.commit()
-    pipeline.commit()
+            commit()
+    commit()
     return outcomes
 
 
@@ -53,12 +72,38 @@ def assert_same_after(
     before: list[ProducerRecord], after: list[ProducerRecord], identity: Identity | None = None
 ) -> None:
     live, rebuilt = new_pipeline(identity), new_pipeline(identity)
-    feed(live, before, 0, how="process")
+    changes: list[bytes] = []
+    feed(live, before, 0, how="process", changes=changes)
     feed(rebuilt, before, 0, how="restore")
-    assert (len(rebuilt.window), len(rebuilt.latency)) == (len(live.window), len(live.latency))
+    from_state = new_pipeline(identity)
+    for change in changes:
+        from_state.apply_state(StateDelta.decode(change))
+    sizes = [(len(p.window), len(p.latency)) for p in (live, rebuilt, from_state)]
+    assert sizes[0] == sizes[1] == sizes[2]
     live_answers = feed(live, after, len(before), how="process")
     rebuilt_answers = feed(rebuilt, after, len(before), how="process")
+    state_answers = feed(from_state, after, len(before), how="process")
     assert rebuilt_answers == live_answers
+    assert state_answers == live_answers
+
+
+def test_a_state_rebuilt_from_a_snapshot_in_parts_answers_as_the_live_one() -> None:
+    """After a rebuild from raw the runtime writes the whole state as a snapshot, cut in
+    records of bounded size; applied in order, the parts give the same state again."""
+    before, after = split_messages(2000, seed=6)
+    first = as_raw(with_retries(before, 0.1, seed=2), T0_MS, step_ms=1000)
+    second = as_raw(with_retries(after, 0.1, seed=3), T0_MS + 3000 * 1000, step_ms=1000)
+    live = new_pipeline()
+    feed(live, first, 0, how="process")
+    parts = in_parts(live.snapshot(), max_bytes=4096)
+    assert len(parts) > 5  # really cut in parts
+    rebuilt = new_pipeline()
+    feed(rebuilt, as_raw(delivery_reports(300, seed=9), T0_MS), 0, how="process")  # replaced
+    for part in parts:
+        rebuilt.apply_state(StateDelta.decode(part.encode()))
+    assert feed(rebuilt, second, len(first), how="process") == feed(
+        live, second, len(first), how="process"
+    )
 
 
 def split_messages(count: int, seed: int) -> tuple[list[bytes], list[bytes]]:

@@ -7,7 +7,7 @@ import pytest
 from common.env import SettingsError
 from consumers.settings import ProcessorSettings
 
-MINIMAL = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092"}
+MINIMAL = {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092", "EVENTS_PSEUDONYMISE_NUMBERS": "false"}
 
 
 def test_identity_fields_without_the_tracking_id_are_refused_naming_the_variable() -> None:

@@ -48,6 +48,7 @@ def test_defaults_suit_the_provider() -> None:
         ("KAFKA_SECURITY_PROTOCOL", "TLS"),
         ("KAFKA_CREATE_TOPICS", "maybe"),
         ("LOG_LEVEL", "loud"),
+        ("LOG_FORMAT", "pretty"),
     ],
 )
 def test_a_bad_value_fails_fast_naming_its_variable(variable: str, value: str) -> None:

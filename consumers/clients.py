@@ -1,0 +1,140 @@
+"""The processor's Kafka clients, made in one place and handed to the runtime.
+
+The runtime never builds a client itself: it asks a `ProcessorClients` for the group consumer
+of the raw topic, for a fenced transactional producer per owned partition, and for plain
+readers (restoring state). Production and the integration tests use `KafkaClients` (aiokafka
+against a real cluster); a test that needs a client to fail or stall on cue passes a factory
+that wraps these clients, instead of patching the runtime's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from consumers.settings import ProcessorSettings
+
+log = logging.getLogger("consumers.processor")
+
+RETRY_PAUSE_S: Final = 1.0
+LOG_EVERY: Final = 30  # attempts between two warnings while a producer cannot be initialised
+# Events are ~1 KB: the 16 KB default fills every ~14 records and each full batch is its own
+# produce request. Stay under the broker's 1 MiB limit.
+MAX_BATCH_BYTES: Final = 512 * 1024
+
+
+class ProcessorClients(Protocol):
+    """What the runtime needs from Kafka, and nothing more."""
+
+    def group_consumer(self) -> AIOKafkaConsumer:
+        """The raw topic's consumer in the processor's group (not started)."""
+
+    async def fenced_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        """A started producer holding `tp`'s transactional id, its previous holder fenced.
+
+        Retries while the cluster is unreachable: the partition cannot move on without it.
+        """
+
+    def reader(self, name: str) -> AIOKafkaConsumer:
+        """A read_committed consumer outside any group (not started), for restoring state."""
+
+
+def transactional_id(settings: ProcessorSettings, tp: TopicPartition) -> str:
+    """One id per raw partition, shared by whoever owns it (see docs/processor.md)."""
+    return f"{settings.transactional_id_prefix}.{tp.topic}.{tp.partition}"
+
+
+class KafkaClients:
+    def __init__(self, settings: ProcessorSettings) -> None:
+        self._settings = settings
+
+    def group_consumer(self) -> AIOKafkaConsumer:
+        settings = self._settings
+        return AIOKafkaConsumer(
+            **settings.kafka.client_options(),
+            group_id=settings.group_id,
+            client_id="postback-processor",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
+            # A membership change moves only the partitions it must: an instance keeps the
+            # partitions it had, and with them its state (no rebuild).
+            partition_assignment_strategy=(StickyPartitionAssignor,),
+        )
+
+    async def fenced_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        attempts = 0
+        while True:
+            producer = self.transactional_producer(tp)
+            try:
+                await producer.start()
+                # Starting a transaction obtains the producer id (InitProducerId): this bumps
+                # the epoch and completes the previous owner's open transaction.
+                await producer.begin_transaction()
+                await producer.abort_transaction()
+            except KafkaError as error:
+                if attempts % LOG_EVERY == 0:
+                    log.warning(
+                        "could not initialise the transactional producer; retrying",
+                        extra={
+                            "fields": {
+                                "partition": tp.partition,
+                                "error": repr(error),
+                                "attempts": attempts + 1,
+                            }
+                        },
+                    )
+                attempts += 1
+                await stopped(producer)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            except BaseException:  # cancelled: the partition was revoked, or we stop
+                await stopped(producer)
+                raise
+            return producer
+
+    def transactional_producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        """The producer `fenced_producer` starts (a seam for tests that wrap its writes)."""
+        return AIOKafkaProducer(**self.producer_options(tp))
+
+    def producer_options(self, tp: TopicPartition) -> dict[str, Any]:
+        settings = self._settings
+        return {
+            **settings.kafka.client_options(),
+            "client_id": f"postback-processor-{tp.partition}",
+            "transactional_id": transactional_id(settings, tp),
+            "transaction_timeout_ms": settings.transaction_timeout_ms,
+            "enable_idempotence": True,
+            "acks": "all",
+            "linger_ms": 5,
+            "max_batch_size": MAX_BATCH_BYTES,
+        }
+
+    def reader(self, name: str) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            **self._settings.kafka.client_options(),
+            client_id=f"postback-processor-{name}",
+            enable_auto_commit=False,
+            # If retention already deleted the start of a span, read what is left.
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+
+
+async def stopped(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Stop a client; shielded, so that the stop completes even if the caller is cancelled
+    while waiting for it (the cancellation still reaches the caller)."""
+    try:
+        await asyncio.shield(client.stop())
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a client failing to stop is already gone for us
+        log.debug("a Kafka client did not stop cleanly", exc_info=True)

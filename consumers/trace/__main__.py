@@ -1,0 +1,5 @@
+import sys
+
+from consumers.trace.cli import main
+
+sys.exit(main())

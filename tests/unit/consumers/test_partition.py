@@ -1,0 +1,147 @@
+"""A partition's transactions, driven with stand-in clients: the commit protocol's order, and
+what a rewind does when the partition may have moved meanwhile.
+
+The clients here are scripted stand-ins (the loop takes its clients from a factory, as
+arroyo's StreamProcessor takes its consumer); tests/integration/consumers runs the same code
+against a real broker.
+"""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.errors import KafkaError, ProducerFenced
+from prometheus_client import CollectorRegistry
+
+from consumers.changelog import Changelog
+from consumers.instruments import ProcessorMetrics
+from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
+from consumers.partitioning import EventPartitioner
+from consumers.processor.pipeline import PartitionPipeline
+from consumers.settings import ProcessorSettings
+from consumers.writer import OutcomeWriter
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
+from testkit.traffic import delivery_reports
+from tests.unit.consumers.standins import TP, Clients, Consumer, Producer, records
+
+SETTINGS = ProcessorSettings.from_environ(
+    {"KAFKA_BOOTSTRAP_SERVERS": "unused:9092", "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY}
+)
+
+
+def owned_partition(
+    producer: Producer, consumer: Consumer, clients: Clients, committed: int = 0
+) -> OwnedPartition:
+    pipeline = PartitionPipeline.from_settings(SETTINGS, "raw", 0)
+    writer = OutcomeWriter(
+        producer,  # type: ignore[arg-type]  # a stand-in
+        events_topic="events",
+        dlq_topic="dlq",
+        partitioner=EventPartitioner(0, 1, 1),
+    )
+    return OwnedPartition(
+        TP,
+        pipeline=pipeline,
+        writer=writer,
+        changelog=Changelog("state", 0),
+        committed_offset=committed,
+        consumer=consumer,  # type: ignore[arg-type]  # a stand-in
+        clients=clients,  # type: ignore[arg-type]  # a stand-in
+        group_id="group",
+        metrics=ProcessorMetrics(CollectorRegistry()),
+    )
+
+
+async def test_a_commit_writes_then_offsets_then_waits_for_every_write_then_commits() -> None:
+    """The state keeps a batch only after Kafka committed the transaction that carried it, and
+    the offsets only ever commit with the events they produced."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+    partition = owned_partition(Producer(journal), consumer, Clients(journal))
+    bodies = delivery_reports(5)
+    partition.process(records(bodies))
+    assert journal == []  # processing does no I/O
+    assert len(partition.pipeline.window) == 5  # pending in the state...
+    await partition.commit()
+    assert journal == ["begin", "send_batch", "send state", "offsets 5", "commit"]
+    assert partition.committed_offset == 5
+    partition.process(records(bodies, first_offset=5))  # ...and kept: retries are duplicates
+    assert partition.writer.duplicates == 5
+
+
+async def test_a_write_kafka_failed_is_never_committed_over() -> None:
+    """A batch that failed for good (an outage past the request timeout) aborts the whole
+    transaction: no commit, the state forgets the batch, and the records are read again."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+    producer = Producer(journal, fail={"delivery": KafkaError("batch expired")})
+    clients = Clients(journal)
+    partition = owned_partition(producer, consumer, clients)
+    partition.process(records(delivery_reports(5)))
+    await partition.commit()
+    assert "commit" not in journal[: journal.index("fence")]
+    assert len(partition.pipeline.window) == 0
+    assert consumer.seeks == [0]
+    assert partition.producer is clients.producers[0]
+    assert producer.stopped
+
+
+async def test_a_rewind_stops_when_another_instance_processed_the_partition_meanwhile() -> None:
+    """Issue 12, 3.5: after a failed transaction, taking the transactional id again must not
+    be followed by writing again what another instance committed while this one was cut off:
+    the committed offset moved, so the partition is lost, not rewound."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+
+    def another_instance_commits() -> None:
+        consumer.committed_offset = 42
+
+    producer = Producer(journal, fail={"commit": KafkaError("request timed out")})
+    partition = owned_partition(producer, consumer, Clients(journal, another_instance_commits))
+    partition.process(records(delivery_reports(5)))
+    with pytest.raises(PartitionLost, match="committed offset 42"):
+        await partition.commit()
+    assert consumer.seeks == []  # nothing is read (or written) again
+
+
+async def test_a_rewind_does_not_fence_an_owner_that_already_committed() -> None:
+    """When the move shows before the id is taken again, the new owner is left alone."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+    producer = Producer(journal, fail={"commit": KafkaError("request timed out")})
+    partition = owned_partition(producer, consumer, Clients(journal))
+    partition.process(records(delivery_reports(5)))
+    consumer.committed_offset = 42
+    with pytest.raises(PartitionLost):
+        await partition.commit()
+    assert "fence" not in journal
+
+
+async def test_fenced_after_an_outage_that_outlived_the_transaction_timeout_carries_on() -> None:
+    """The coordinator fences a transaction that stayed open past its timeout; when nobody
+    else processed the partition, it rewinds and goes on, with no restart."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+    producer = Producer(journal, fail={"commit": ProducerFenced()})
+    clients = Clients(journal)
+    partition = owned_partition(producer, consumer, clients)
+    partition.process(records(delivery_reports(5)))
+    await partition.commit()
+    assert consumer.seeks == [0]
+    assert partition.producer is clients.producers[0]
+    partition.process(records(delivery_reports(5)))
+    await partition.commit()
+    assert journal[-1] == "commit"
+    assert partition.committed_offset == 5
+
+
+async def test_a_partition_revoked_during_a_rewind_is_left_to_the_revocation() -> None:
+    """A rewind that finds the partition revoked does nothing more: the next owner takes it."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+    producer = Producer(journal, fail={"commit": KafkaError("request timed out")})
+    partition = owned_partition(producer, consumer, Clients(journal))
+    partition.process(records(delivery_reports(5)))
+    consumer.owned = set()
+    with pytest.raises(PartitionRevoked):
+        await partition.commit()
+    assert "fence" not in journal

@@ -16,13 +16,15 @@ Two uses:
 - **Dead letters that parse now** (the default; the runbook's PostbackDeadLetters action): the
   parser was fixed and released, and the range's dead letters become events in the live
   events topic. Every other notification of the range was emitted live, so only the dead
-  letters are read: those of raw records the live processor's group has committed (a replay
-  never races the processor over a record), received in [since, until), re-run through the
-  processor's pipeline. Their events are looked up in the events partitions their keys map
-  to, from the dedupe span before `since` on (where an earlier copy's event would be), and
-  those found are skipped: another copy of the notification got through live. The processor,
-  once restarted with the fix, rebuilds its dedupe window from the raw topic with the fixed
-  parser, so a provider retry that arrives after the replay is a duplicate there.
+  letters of records received in [since, until) are read, and of those only the ones the live
+  processor has settled: it has committed, in the dead letter's raw partition, a postback
+  received the provider's retry span (plus a minute) after it, so it has handled every copy
+  of the notification the provider may still send. A copy that reaches the fixed processor
+  after the replay would otherwise be a second event (its dedupe window may know the dead
+  letter by its bytes only); the others are counted and left for a later run. They go through
+  the processor's pipeline; their events are looked up in the events partitions their keys
+  map to, from the dedupe span before `since` on (where an earlier copy's event would be), and
+  those found are skipped: another copy of the notification got through live.
 - **Re-derive** (`--output-topic`, required and never the live events topic): every
   notification received in [since, until) is derived again into another topic, e.g. after an
   enrichment fix. Each raw partition's window is first warmed on the span before `since`
@@ -32,9 +34,9 @@ Two uses:
 Events carry the `event_id` the live processor gave (ids derive from the identity), and its
 CloudEvents headers; the same privacy settings apply, so run it with the processor's
 EVENTS_PSEUDONYM_KEY, or the same number gets another pseudonym (docs/events.md, "Privacy").
-Output is written in transactions of up to `--chunk` records. The live processor's group and offsets
-are never written. Memory: about 100 bytes per event id the output topic holds in the span
-read (re-derive) or per dead letter of the range; split a very large range with `--until`.
+Output is written in transactions of up to `--chunk` records. The live processor's group and
+offsets are never written. Memory: about 100 bytes per event id the output topic holds in the
+span read (re-derive) or per dead letter of the range; split a very large range with `--until`.
 """
 
 from __future__ import annotations
@@ -66,8 +68,8 @@ from consumers.replay_sources import (
     Derived,
     Reader,
     ReplayReport,
-    committed_offsets,
     dead_letter_events,
+    live_progress,
     raw_events,
 )
 from consumers.settings import ProcessorSettings
@@ -272,9 +274,9 @@ async def _dead_letter_plan(
     keys map to; only those partitions are read, and only those ids remembered.
     """
     topics = settings.topics
-    # The live group's offsets first: every dead letter of a record below them was committed
-    # with them, so it is below the DLQ's ends read next.
-    committed = await committed_offsets(settings)
+    # The live processor's progress first: every dead letter of a record below its offsets was
+    # committed with them, so it is below the DLQ's ends read next.
+    live = await live_progress(reader, settings)
     dlq_ends = await reader.ends(await reader.partitions(topics.dlq.name))
 
     def events(into: ReplayReport) -> AsyncIterator[Derived]:
@@ -284,7 +286,7 @@ async def _dead_letter_plan(
             since_ms=since_ms,
             until_ms=until_ms,
             dlq_ends=dlq_ends,
-            committed=committed,
+            live=live,
             report=into,
         )
 

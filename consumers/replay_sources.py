@@ -20,8 +20,14 @@ from common.env import SettingsError
 from common.startup import until_kafka_answers
 from consumers import dlq
 from consumers.processor.pipeline import DeadLetter, Emit, Outcome, PartitionPipeline
+from consumers.processor.window import PROVIDER_RETRY_SPAN_MS
 from consumers.settings import ProcessorSettings
 
+# A dead letter is replayed once the live processor has committed, in its raw partition, a
+# postback received this long after it: by then it has handled every copy of the notification
+# the provider may send (it retries for about 25 minutes). The minute covers the edges' clocks
+# and postbacks appended out of receive order.
+SETTLED_AFTER_MS: Final = PROVIDER_RETRY_SPAN_MS + 60_000
 # How long a read waits for transactions open when it started to end: the processor commits
 # every PROCESSOR_COMMIT_INTERVAL_MS; a dead writer's transaction ends at its timeout (60 s).
 OPEN_TRANSACTION_WAIT_S: Final = 120.0
@@ -40,7 +46,7 @@ class ReplayReport:
     present: int = 0  # events the output topic held already: not written again
     duplicates: int = 0  # records the dedupe window dropped
     dead_letters: Counter[str] = field(default_factory=Counter)  # still no event, by reason
-    not_committed: int = 0  # dead letters of records past the live group's committed offset
+    unsettled: int = 0  # dead letters a copy of whose notification may still come: later
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,7 +58,7 @@ class ReplayReport:
             "events_already_present": self.present,
             "duplicates_dropped": self.duplicates,
             "dead_letters": dict(self.dead_letters),
-            "dead_letters_not_committed_live": self.not_committed,
+            "dead_letters_left_for_later": self.unsettled,
         }
 
 
@@ -159,8 +165,27 @@ class Reader:
         return present
 
 
-async def committed_offsets(settings: ProcessorSettings) -> dict[int, int]:
-    """The live processor group's committed offset of each raw partition it has one for."""
+@dataclass(frozen=True)
+class LiveProgress:
+    """How far the live processor has got in each raw partition, when the replay looked."""
+
+    committed: dict[int, int]  # the group's committed offset: the next record it will read
+    handled_until_ms: dict[int, int]  # the receive time of the last record below it
+
+    def settled(self, partition: int, offset: int, received_at_ms: int) -> bool:
+        """Whether the live processor has handled this raw record and every copy of its
+        notification the provider may still send, so that it will emit none of them later."""
+        handled_until_ms = self.handled_until_ms.get(partition)
+        return (
+            offset < self.committed.get(partition, 0)
+            and handled_until_ms is not None
+            and received_at_ms + SETTLED_AFTER_MS <= handled_until_ms
+        )
+
+
+async def live_progress(reader: Reader, settings: ProcessorSettings) -> LiveProgress:
+    """The processor group's committed offsets, and the receive time (the edge's Kafka
+    timestamp) of the record just below each."""
     admin = AIOKafkaAdminClient(**settings.kafka.client_options(), client_id="postback-replay")
     await admin.start()
     try:
@@ -171,7 +196,14 @@ async def committed_offsets(settings: ProcessorSettings) -> dict[int, int]:
     finally:
         await admin.close()
     raw = settings.topics.raw.name
-    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == raw}
+    committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == raw}
+    handled_until_ms: dict[int, int] = {}
+    for partition, offset in committed.items():
+        if offset > 0:
+            tp = TopicPartition(raw, partition)
+            async for batch in reader.batches(tp, offset - 1, offset):
+                handled_until_ms[partition] = batch[-1].timestamp
+    return LiveProgress(committed, handled_until_ms)
 
 
 def _event_id(value: bytes | None) -> str | None:
@@ -222,11 +254,12 @@ async def dead_letter_events(
     since_ms: int,
     until_ms: int,
     dlq_ends: dict[TopicPartition, int],
-    committed: dict[int, int],
+    live: LiveProgress,
     report: ReplayReport,
 ) -> AsyncIterator[Derived]:
     """The events of the dead letters of records received in [since_ms, until_ms) that the
-    live group has committed, re-run through the pipeline of their raw partition.
+    live processor has settled (`LiveProgress.settled`), re-run through the pipeline of their
+    raw partition.
 
     Reads the DLQ partition by partition up to `dlq_ends`, so two calls give the same events.
     """
@@ -243,8 +276,8 @@ async def dead_letter_events(
                 if source is None or not since_ms <= source[2] < until_ms:
                     continue
                 partition, offset, received_at_ms = source
-                if offset >= committed.get(partition, 0):
-                    report.not_committed += 1
+                if not live.settled(partition, offset, received_at_ms):
+                    report.unsettled += 1
                     continue
                 report.read += 1
                 pipeline = pipelines.get(partition)

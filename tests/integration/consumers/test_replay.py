@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,12 +21,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from common.kafka import KafkaSettings
+from common.partitioning import default_partition
 from common.topics import TopicSettings, ensure_topics
 from consumers.processor import pipeline
 from consumers.processor.parse import Notification, Unparseable, parse
 from consumers.replay import ChunkedWriter, ReplayFenced, replay, replay_transactional_id
 from consumers.replay_sources import ReplayReport
 from consumers.settings import ProcessorSettings
+from ingest.keys import partition_key
 from testkit.kafka_tools import produce, read_all_committed
 from testkit.samples import all_malformed, load
 from testkit.services import Service
@@ -58,12 +60,25 @@ def parser_before_sinch(body: bytes, content_type: str | None = None) -> Notific
     return parse(body, content_type)
 
 
+MINUTE_MS = 60_000
+
+
+def one_per_partition(partitions: int, seed: int) -> list[bytes]:
+    """A delivery report keyed to each raw partition, so that every partition moves on."""
+    chosen: dict[int, bytes] = {}
+    for body in delivery_reports(20 * partitions, seed=seed):
+        chosen.setdefault(default_partition(partition_key(body), partitions), body)
+    assert len(chosen) == partitions
+    return list(chosen.values())
+
+
 @dataclass
 class Incident:
     env: dict[str, str]
     since_ms: int  # the first postback's receive time
     expected: set[str]  # the event id of every distinct notification sent
-    missing: set[str]  # those only dead-lettered live, that the replay must add
+    dead: dict[str, bytes]  # the dead-lettered notifications by event id
+    missing: set[str] = field(default_factory=set)  # those of them no event carries yet
 
     @property
     def bootstrap(self) -> str:
@@ -74,18 +89,35 @@ class Incident:
         records = await read_all_committed(self.bootstrap, self.env["KAFKA_TOPIC_EVENTS"])
         return [orjson.loads(record.value)["event_id"] for record in records]
 
+    async def receive(self, bodies: list[bytes], minutes_after_since: int) -> None:
+        """Postbacks received that long after the incident began, handled by the processor."""
+        await produce(
+            self.bootstrap,
+            self.env["KAFKA_TOPIC_RAW"],
+            as_raw(bodies, self.since_ms + minutes_after_since * MINUTE_MS),
+        )
+        await wait_caught_up(self.env)
+        self.expected |= expected_event_ids(bodies)
+
+    async def settle(self) -> None:
+        """Traffic in every partition 40 minutes on: the provider's retries are over."""
+        await self.receive(one_per_partition(int(self.env["KAFKA_TOPIC_PARTITIONS"]), 43), 40)
+
 
 @contextlib.asynccontextmanager
 async def dead_letter_incident(
-    base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, sinch: int = 8
+    base_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    sinch: int = 8,
+    settled: bool = True,
 ) -> AsyncIterator[Incident]:
     """A dead-letter incident and its fix, with the fixed processor still running.
 
     A processor whose parser refused Sinch's dialect dead-letters such notifications (and a
     provider retry of some); then the fix is released: the processor restarts with today's
-    parser and sees more traffic, including retries of dead-lettered notifications (which it
-    emits, its restored window knowing only the dead letters' bytes) and new Sinch
-    notifications (which it emits).
+    parser and sees more traffic, 10 minutes on: retries of dead-lettered notifications
+    (which it emits, its restored window knowing the dead letters by their bytes only) and new
+    Sinch notifications. With `settled`, traffic 40 minutes on ends the provider's retries.
     """
     env = with_processor_settings(base_env)
     settings = ProcessorSettings.from_environ(env)
@@ -99,7 +131,6 @@ async def dead_letter_incident(
         sinch_bodies[sinch // 2 :],
     )
     before = delivery_reports(30, seed=41) + dead + dead[:2]
-    after = delivery_reports(30, seed=42) + retried_after_fix + new
     with monkeypatch.context() as patch:
         patch.setattr(pipeline, "parse", parser_before_sinch)
         async with running_processor(env):
@@ -107,16 +138,21 @@ async def dead_letter_incident(
             await wait_caught_up(env)
     dead_letters = await read_all_committed(bootstrap, env["KAFKA_TOPIC_DLQ"])
     assert len(dead_letters) == len(dead), "the incident did not happen"
+    incident = Incident(
+        env,
+        since,
+        expected_event_ids(before),
+        {event_id: body for body in dead for event_id in expected_event_ids([body])},
+    )
     async with running_processor(env):
-        await produce(bootstrap, raw, as_raw(after, since + 10 * 60_000))
-        await wait_caught_up(env)
-        expected = expected_event_ids(before + after)
-        incident = Incident(env, since, expected, set())
+        await incident.receive(delivery_reports(30, seed=42) + retried_after_fix + new, 10)
+        if settled:
+            await incident.settle()
         emitted = set(await incident.events())
-        incident.missing = expected - emitted
-        assert emitted <= expected
+        incident.missing = incident.expected - emitted
+        assert emitted <= incident.expected
         assert incident.missing, "every dead-lettered notification got through live"
-        assert incident.missing <= expected_event_ids(dead)
+        assert incident.missing <= set(incident.dead)
         yield incident
 
 
@@ -196,6 +232,28 @@ async def test_following_the_runbook_after_a_dead_letter_incident_keeps_events_e
     assert counted == len(incident.expected)
     assert summary["events_written"] == len(incident.missing)
     assert (again, summary_again["events_written"]) == (0, 0)
+
+
+async def test_a_copy_arriving_after_the_replay_does_not_become_a_second_event(
+    base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead letter is replayed only once the provider can send no more copies of its
+    notification: a replay run while it still can leaves it for later, the copy that comes
+    is emitted live, and the replay run after that adds only the rest."""
+    async with dead_letter_incident(base_env, monkeypatch, settled=False) as incident:
+        since = iso(incident.since_ms)
+        early, early_summary, errors = await run_replay(incident.env, "--since", since)
+        assert early == 0, errors.decode()
+        late_copy = sorted(incident.missing)[0]
+        await incident.receive([incident.dead[late_copy]], 20)
+        await incident.settle()
+        status, summary, errors = await run_replay(incident.env, "--since", since)
+        event_ids = await incident.events()
+    exactly_once(event_ids, incident.expected)
+    assert status == 0, errors.decode()
+    assert early_summary["events_written"] == 0
+    assert early_summary["dead_letters_left_for_later"] == len(incident.dead)
+    assert summary["events_written"] == len(incident.missing) - 1
 
 
 async def test_two_replays_at_once_fence_each_other_instead_of_doubling_events(

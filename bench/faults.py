@@ -108,8 +108,9 @@ def run(options: Options) -> dict[str, Any]:
 def table(result: dict[str, Any]) -> str:
     header = (
         "| scenario | acknowledged | events | duplicates | missing | dead letters | 503s "
-        "| other answers | slowest answer | seconds to recover | processor exits |\n"
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+        "| other answers | slowest answer | seconds to recover | processor exits "
+        "| log lines (edge / processor) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n"
     )
     rows = []
     for drill in result["drills"]:
@@ -124,7 +125,9 @@ def table(result: dict[str, Any]) -> str:
             f"| {dead} ({dead_wrong} wrong) | {drill['statuses'].get('503', 0):,} | {others} "
             f"| {drill['slowest_answer_s']:.1f} s "
             f"| {'never' if recover is None else f'{recover:.1f}'} "
-            f"| {', '.join(map(str, drill['processor_exits'])) or 'none'} |"
+            f"| {', '.join(map(str, drill['processor_exits'])) or 'none'} "
+            f"| {drill['log_lines'].get('edge', 0):,} / "
+            f"{max(v for k, v in drill['log_lines'].items() if k.startswith('processor')):,} |"
         )
     return header + "\n".join(rows)
 

@@ -27,6 +27,7 @@ LOG_EVERY: Final = 30  # attempts between two warnings while a producer cannot b
 # Events are ~1 KB: the 16 KB default fills every ~14 records and each full batch is its own
 # produce request. Stay under the broker's 1 MiB limit.
 MAX_BATCH_BYTES: Final = 512 * 1024
+READER_FETCH_BYTES: Final = 16 * 1024 * 1024
 
 
 class ProcessorClients(Protocol):
@@ -126,6 +127,10 @@ class KafkaClients:
             # If retention already deleted the start of a span, read what is left.
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            # A restore reads one partition from end to end as fast as it can: fewer, larger
+            # fetches than a tailing consumer's (state records are up to 512 KiB each).
+            max_partition_fetch_bytes=READER_FETCH_BYTES,
+            fetch_max_bytes=READER_FETCH_BYTES,
         )
 
 

@@ -160,24 +160,33 @@ class OwnedPartition:
         self.writer.clear()  # 1.
         self.pipeline.abort()
         self.uncommitted = 0
-        await self._still_ours()  # 2.
+        await self._still_ours(fenced=False)  # 2.
         abandoned = self.producer
         self.writer.clear(await self._clients.fenced_producer(self.tp))  # 3.
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await stopped(abandoned)
-        await self._still_ours()  # 4.
+        await self._still_ours(fenced=True)  # 4.
         self.next_offset = self.committed_offset  # 5.
         self._consumer.seek(self.tp, self.committed_offset)
 
     async def close(self) -> None:
         await stopped(self.producer)
 
-    async def _still_ours(self) -> None:
+    async def _still_ours(self, *, fenced: bool) -> None:
+        """Raise unless the committed offset is still this instance's last commit.
+
+        Before the id is taken again (`fenced` False) the offset may read lower than our
+        last commit: a transaction's offsets show only once the coordinator has written its
+        markers, which it does after answering the commit. Only a higher offset, another
+        instance's work, counts then. Once the id is taken again, the coordinator has
+        completed every transaction of the previous epoch, so the offset must be exactly ours.
+        """
         if self.tp not in self._consumer.assignment():
             raise PartitionRevoked(f"partition {self.tp.partition} was revoked")
         committed = await self._committed()
-        if committed != self.committed_offset:
+        behind = committed < self.committed_offset
+        if committed != self.committed_offset and (fenced or not behind):
             raise PartitionLost(
                 f"partition {self.tp.partition} was processed by another instance: committed "
                 f"offset {committed}, this instance's last commit {self.committed_offset}"
@@ -207,7 +216,7 @@ class OwnedPartition:
             await asyncio.sleep(RETRY_PAUSE_S / 10)
 
     def _record_commit(self, seconds: float) -> None:
-        metrics, writer, pipeline = self._metrics, self.writer, self.pipeline
+        metrics, writer = self._metrics, self.writer
         metrics.transaction_seconds.observe(seconds)
         metrics.transactions.labels("committed").inc()
         metrics.emitted.inc(writer.emitted)
@@ -215,6 +224,11 @@ class OwnedPartition:
         for reason, count in writer.dead_letters.items():
             metrics.dead_letters.labels(reason).inc(count)
         writer.clear()
+        self.report_state()
+
+    def report_state(self) -> None:
+        """Set the partition's gauges: lag, and what its state holds."""
+        metrics, pipeline = self._metrics, self.pipeline
         label = str(self.tp.partition)
         highwater = self._consumer.highwater(self.tp)
         if highwater is not None:

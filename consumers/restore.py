@@ -21,6 +21,7 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from common.memory import release_free_memory
 from consumers.changelog import Changelog, NotRestored, restore_from_changelog
 from consumers.clients import ProcessorClients, stopped
 from consumers.instruments import ProcessorMetrics
@@ -58,6 +59,7 @@ async def restore(
         )
         records, source, why = raw.records, "raw", str(error)
     elapsed = time.perf_counter() - started
+    release_free_memory()  # what the rebuild read and decoded is garbage now
     metrics.restore_seconds.observe(elapsed)
     metrics.restored_records.labels(source).inc(records)
     metrics.partition_opens.labels(source).inc()

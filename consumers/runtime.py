@@ -26,6 +26,7 @@ from functools import partial
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
+from common.memory import release_free_memory
 from common.startup import until_kafka_answers
 from common.topics import ensure_topics
 from consumers.changelog import Changelog, state_topic
@@ -34,11 +35,14 @@ from consumers.instruments import ProcessorMetrics
 from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
 from consumers.processor.pipeline import PartitionPipeline
+from consumers.processor.privacy import Privacy
 from consumers.restore import restore
 from consumers.settings import ProcessorSettings
 from consumers.writer import OutcomeWriter
 
 log = logging.getLogger("consumers.processor")
+
+TRIM_EVERY_S = 30.0  # how often freed heap memory goes back to the system (common/memory.py)
 
 
 class ProcessorFenced(RuntimeError):
@@ -55,6 +59,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._settings = settings
         self._metrics = metrics
         self._clients = clients or KafkaClients(settings)
+        self._privacy = Privacy.from_settings(settings)  # one set of caches for all partitions
         self._consumer = self._clients.group_consumer()
         self._owned: dict[TopicPartition, OwnedPartition] = {}
         # Pipelines of partitions revoked from us, with the offset their state is valid at.
@@ -86,6 +91,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         settings = self._settings
         interval_s = settings.commit_interval_ms / 1000
         max_records = settings.commit_max_records
+        next_trim = time.monotonic() + TRIM_EVERY_S
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(
@@ -105,6 +111,9 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 for owned in self._owned.values():
                     if owned.busy is None and owned.due(now, interval_s, max_records):
                         self._start_commit(owned)
+                if now >= next_trim:
+                    release_free_memory()
+                    next_trim = now + TRIM_EVERY_S
         finally:
             await self._shutdown()
 
@@ -199,6 +208,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             return
         del self._opening[tp]
         self._owned[tp] = owned
+        owned.report_state()
         self._metrics.assigned_partitions.set(len(self._owned))
         self._consumer.resume(tp)
         log.info("partition ready", extra={"fields": {"partition": tp.partition}})
@@ -231,7 +241,11 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                     self._clients,
                     tp,
                     partial(
-                        PartitionPipeline.from_settings, self._settings, tp.topic, tp.partition
+                        PartitionPipeline.from_settings,
+                        self._settings,
+                        tp.topic,
+                        tp.partition,
+                        privacy=self._privacy,
                     ),
                     committed,
                     changelog=changelog,

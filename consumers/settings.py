@@ -23,6 +23,7 @@ from common.env import (
 from common.kafka import KafkaSettings
 from common.raw_record import KEY_FIELD
 from common.topics import TopicSettings
+from consumers.processor.window import DEFAULT_MAX_KEYS
 
 HOUR_MS = 60 * 60 * 1000
 # An HMAC key shorter than its hash's output (32 bytes for SHA-256) weakens it (RFC 2104 §3).
@@ -77,7 +78,7 @@ class ProcessorSettings(ProcessorGroupSettings):
     dedupe_window_ms: int = setting(
         "DEDUPE_WINDOW_SECONDS", seconds_as_ms(minimum=1801), 6 * HOUR_MS
     )
-    dedupe_max_keys: int = setting("DEDUPE_MAX_KEYS", integer(minimum=1), 2_000_000)
+    dedupe_max_keys: int = setting("DEDUPE_MAX_KEYS", integer(minimum=1), DEFAULT_MAX_KEYS)
     latency_max_age_ms: int = setting(
         "LATENCY_MAX_AGE_SECONDS", seconds_as_ms(minimum=1), 6 * HOUR_MS
     )

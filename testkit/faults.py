@@ -174,6 +174,8 @@ class DrillReport:
     events_written: int
     processor_exits: list[int]
     edge_starts: int
+    log_lines: dict[str, int]  # per service: what on-call would have to read
+    lost_exceptions: int  # "Future exception was never retrieved", stray KeyErrors
     notes: list[str]
     seconds: float
 
@@ -208,6 +210,8 @@ class DrillReport:
             )
         if self.edge_starts != 1:
             found.append(f"the edge was started {self.edge_starts} times")
+        if self.lost_exceptions:
+            found.append(f"{self.lost_exceptions} lost exceptions in the services' logs")
         return found
 
     def as_dict(self) -> dict[str, Any]:
@@ -427,6 +431,7 @@ async def _audit(
     started: float,
 ) -> DrillReport:
     bootstrap = drill.cluster.bootstrap_servers
+    services = [drill.edge, drill.metrics, *drill.processors]
     deliveries = [delivery for run in runs for delivery in run.deliveries] + probes
     await _until_processed(bootstrap, drill.topics["raw"], drill.env["PROCESSOR_GROUP_ID"])
     events = await read_all_committed(bootstrap, drill.topics["events"])
@@ -461,9 +466,26 @@ async def _audit(
         events_written=len(events),
         processor_exits=exits,
         edge_starts=drill.edge.starts,
+        log_lines={service.name: _lines(service) for service in services},
+        lost_exceptions=sum(_lost_exceptions(service) for service in services),
         notes=drill.notes,
         seconds=time.monotonic() - started,
     )
+
+
+def _lines(service: Service) -> int:
+    with service.log_path.open("rb") as log:
+        return sum(1 for _ in log)
+
+
+LOST_EXCEPTIONS: Final = (b"exception was never retrieved", b"KeyError")
+
+
+def _lost_exceptions(service: Service) -> int:
+    """Exceptions nobody handled, which asyncio reports at garbage collection: a fenced or
+    rewound transaction must retrieve every delivery it abandons."""
+    with service.log_path.open("rb") as log:
+        return sum(1 for line in log if any(marker in line for marker in LOST_EXCEPTIONS))
 
 
 def _acked_malformed(deliveries: Iterable[Delivery]) -> set[bytes]:

@@ -51,7 +51,7 @@ Contract (what the runtime may rely on)
 How the keys are held, and why
 ------------------------------
 Per live slot, one `Run` (`consumers.processor.runs`): the slot's digests sorted and packed end
-to end in a bytearray, with a directory of offsets by their leading bits, about 17 bytes a key.
+to end in one buffer, with a directory of offsets by their leading bits, about 17 bytes a key.
 A `SlotMask` (a byte per bucket of digest prefixes, a bit per slot) says which runs may hold a
 prefix, so most lookups of a new key read no run at all. Keys committed since the last merge
 wait in a dict (digest -> slot id) until it holds a 64th of the window (at least
@@ -99,7 +99,7 @@ from consumers.processor.runs import (
     Rows,
     Run,
     SlotMask,
-    concat,
+    Staging,
     digests_of,
     holds,
     prefixes,
@@ -121,7 +121,7 @@ PROVIDER_RETRY_SPAN_MS: Final = 30 * 60 * 1000
 """Latest a provider retry arrives after its original: 5 retries about 5 minutes apart."""
 
 DEFAULT_WINDOW_MS: Final = 6 * 60 * 60 * 1000
-DEFAULT_MAX_KEYS: Final = 2_000_000
+DEFAULT_MAX_KEYS: Final = 4_000_000
 """The cap's default (consumers.settings has its own); size it to the partition's traffic."""
 
 SLOTS_PER_WINDOW: Final = 4
@@ -168,7 +168,6 @@ class DedupeWindow:
         "_runs",
         "_slot_ms",
         "_staged",
-        "_staged_count",
         "_window_ms",
     )
 
@@ -195,8 +194,7 @@ class DedupeWindow:
         self._runs: dict[int, Run] = {}
         self._mask = SlotMask()
         self._mask_table, self._mask_shift = self._mask.table, self._mask.shift
-        self._staged: dict[int, list[Rows]] = {}  # applied deltas not merged into runs yet
-        self._staged_count = 0
+        self._staged: dict[int, Staging] = {}  # applied deltas not merged into runs yet
         self._recent: dict[bytes, int] = {}  # committed, not merged yet: digest -> slot id
         self._recent_min_slot = _NO_SLOT  # no slot id in `_recent` is lower
         self._pending: dict[bytes, int] = {}  # this batch: digest -> slot id
@@ -340,18 +338,17 @@ class DedupeWindow:
                 f"{self._committed_high_water_ms}: deltas must be applied in commit order"
             )
         newest_id = high_water_ms // self._slot_ms
-        slots: list[tuple[int, Rows]] = []
         for slot_id, digests in delta.slots:
             if slot_id > newest_id:
                 raise ValueError(f"window delta has slot {slot_id}, after its high water")
-            slots.append((slot_id, rows_of(digests)))
+            if len(digests) % DIGEST_SIZE:
+                raise ValueError(f"window delta's slot {slot_id} holds a partial digest")
         if delta.replaces:
             self._clear()
         self._high_water_ms = high_water_ms
-        for slot_id, rows in slots:  # slots already past the window go in `_close_batch`
-            if len(rows):
-                self._staged.setdefault(slot_id, []).append(rows)
-                self._staged_count += len(rows)
+        for slot_id, digests in delta.slots:  # slots already past the window go at the close
+            if digests:
+                self._staged.setdefault(slot_id, Staging()).append(digests)
         self._close_batch()
 
     def snapshot(self, max_bytes: int = SNAPSHOT_PART_BYTES) -> list[WindowDelta]:
@@ -406,7 +403,7 @@ class DedupeWindow:
     def approx_bytes(self) -> int:
         """Approximate heap bytes held: runs, mask, staged arrays and the two dicts."""
         arrays = sum(run.nbytes for run in self._runs.values()) + self._mask.nbytes
-        arrays += self._staged_count * DIGEST_SIZE
+        arrays += sum(map(len, self._staged.values())) * DIGEST_SIZE
         buffered = len(self._recent) + len(self._pending)
         dicts = sys.getsizeof(self._recent) + sys.getsizeof(self._pending)
         per_key = (_KEY_OBJECT_BYTES + _SLOT_ID_BYTES) * buffered
@@ -449,10 +446,7 @@ class DedupeWindow:
         self._recompute_live()
 
     def _unstage(self, slot_id: int) -> Rows:
-        parts = self._staged.pop(slot_id)
-        rows = concat(parts)
-        self._staged_count -= len(rows)
-        return rows
+        return self._staged.pop(slot_id).rows()
 
     def _merge(self, slot_id: int, rows: Rows) -> None:
         rows = sort_unique(rows)
@@ -461,7 +455,7 @@ class DedupeWindow:
 
     def _count(self) -> int:
         runs = sum(len(run) for run in self._runs.values())
-        return runs + self._staged_count + len(self._recent)
+        return runs + sum(map(len, self._staged.values())) + len(self._recent)
 
     def _evict_over_cap(self, first_live_id: int) -> None:
         """Drop the oldest slot's smallest digests until the count fits."""
@@ -490,7 +484,6 @@ class DedupeWindow:
         self._mask = SlotMask()
         self._mask_table, self._mask_shift = self._mask.table, self._mask.shift
         self._staged.clear()
-        self._staged_count = 0
         self._recent.clear()
         self._recent_min_slot = _NO_SLOT
         self._committed_count = 0

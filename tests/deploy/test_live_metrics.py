@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,7 @@ from consumers.metrics.settings import MetricsSettings
 from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import free_port
 from testkit.samples import all_malformed, all_valid, content_type
+from testkit.services import Service
 from tests.deploy.support import (
     NAMESPACE,
     RELEASE,
@@ -42,7 +44,7 @@ from tests.deploy.support import (
     tool,
     write_rule_file,
 )
-from tests.integration.consumers.conftest import ProcessorProcess, wait_caught_up
+from tests.integration.consumers.conftest import wait_caught_up
 from tests.integration.ingest.conftest import RunningEdge, running_edge
 
 pytestmark = [pytest.mark.kafka, pytest.mark.asyncio(loop_scope="module")]
@@ -148,7 +150,7 @@ async def stack(kafka_bootstrap: str) -> AsyncIterator[Stack]:
         "LOG_LEVEL": "WARNING",
         "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY,
     }
-    processor = ProcessorProcess(env)
+    processor = Service("processor", env, Path(tempfile.mkdtemp(prefix="live-metrics-")))
     async with (
         running_edge({**env, "EDGE_KAFKA_PROBE_SECONDS": "0.5"}) as edge,
         metrics_service(env) as metrics,

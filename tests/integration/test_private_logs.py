@@ -14,7 +14,7 @@ import pytest
 from consumers.processor.privacy import Privacy
 from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.kafka_tools import read_all_committed
-from tests.integration.conftest import ServiceProcess
+from tests.integration.conftest import StartService
 from tests.integration.consumers.conftest import wait_caught_up, with_processor_settings
 
 pytestmark = pytest.mark.kafka
@@ -67,16 +67,6 @@ POSTBACKS = [
 ]
 
 
-class EdgeProcess(ServiceProcess):
-    module = "ingest"
-    port_variable = "EDGE_PORT"
-
-
-class MetricsProcess(ServiceProcess):
-    module = "consumers.metrics"
-    port_variable = "METRICS_PORT"
-
-
 async def consumed_by_metrics(port: int, client: httpx.AsyncClient) -> float:
     text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     for line in text.splitlines():
@@ -86,7 +76,7 @@ async def consumed_by_metrics(port: int, client: httpx.AsyncClient) -> float:
 
 
 async def test_no_log_line_of_any_service_holds_a_number_or_a_message(
-    base_env: dict[str, str], tmp_path: Path, processes: list[ServiceProcess]
+    base_env: dict[str, str], tmp_path: Path, services: StartService
 ) -> None:
     """Edge, processor and metrics service at DEBUG (a superset of every INFO line) handle a
     known number and text, also in a dead-lettered body: none of their output contains either,
@@ -99,37 +89,28 @@ async def test_no_log_line_of_any_service_holds_a_number_or_a_message(
         "METRICS_GROUP_ID": f"metrics-{tmp_path.name}",
         "EDGE_KAFKA_PROBE_SECONDS": "0.5",
     }
-    logs = {name: tmp_path / f"{name}.log" for name in ("edge", "processor", "metrics")}
-    with (
-        logs["edge"].open("wb") as edge_log,
-        logs["processor"].open("wb") as processor_log,
-        logs["metrics"].open("wb") as metrics_log,
-    ):
-        edge = EdgeProcess(env, edge_log)
-        processor = ServiceProcess(env, processor_log)
-        metrics = MetricsProcess(env, metrics_log)
-        for service in (edge, processor, metrics):
-            processes.append(service)
-            await service.start()
-        async with httpx.AsyncClient(timeout=10) as client:
-            for content_type, body in POSTBACKS:
-                answer = await client.post(
-                    f"http://127.0.0.1:{edge.port}/postbacks/mt",
-                    content=body,
-                    headers={"content-type": content_type},
-                )
-                assert answer.status_code == 200, answer.text
-            await wait_caught_up(env)
-            deadline = time.monotonic() + 30
-            while await consumed_by_metrics(metrics.port, client) < len(POSTBACKS) - 1:
-                assert time.monotonic() < deadline, "the metrics service did not count the events"
-                await asyncio.sleep(0.1)
-            # Pseudonymised events still count by the subscriber's country.
-            exported = (await client.get(f"http://127.0.0.1:{metrics.port}/metrics")).text
-            assert 'postback_operator_events_total{country="DE",operator_id="none"} 3.0' in exported
-        for service in processes:
-            # uvicorn re-raises the SIGTERM it handled once the edge has drained.
-            assert await service.stop() in (0, -signal.SIGTERM), service.module
+    edge, processor, metrics = (services(kind, env) for kind in ("edge", "processor", "metrics"))
+    for service in (edge, processor, metrics):
+        await service.start()
+    async with httpx.AsyncClient(timeout=10) as client:
+        for content_type, body in POSTBACKS:
+            answer = await client.post(
+                f"http://127.0.0.1:{edge.port}/postbacks/mt",
+                content=body,
+                headers={"content-type": content_type},
+            )
+            assert answer.status_code == 200, answer.text
+        await wait_caught_up(env)
+        deadline = time.monotonic() + 30
+        while await consumed_by_metrics(metrics.port, client) < len(POSTBACKS) - 1:
+            assert time.monotonic() < deadline, "the metrics service did not count the events"
+            await asyncio.sleep(0.1)
+        # Pseudonymised events still count by the subscriber's country.
+        exported = (await client.get(f"http://127.0.0.1:{metrics.port}/metrics")).text
+        assert 'postback_operator_events_total{country="DE",operator_id="none"} 3.0' in exported
+    for service in (edge, processor, metrics):
+        # uvicorn re-raises the SIGTERM it handled once the edge has drained.
+        assert await service.stop() in (0, -signal.SIGTERM), service.name
 
     bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
     raw = b"".join(r.value for r in await read_all_committed(bootstrap, env["KAFKA_TOPIC_RAW"]))
@@ -142,8 +123,8 @@ async def test_no_log_line_of_any_service_holds_a_number_or_a_message(
     pseudonym = Privacy(DEVELOPMENT_PSEUDONYM_KEY.encode(), include_content=False).pseudonym(NUMBER)
     published = b"".join(record.value for record in events)
     assert published.count(pseudonym.encode()) == len(events)  # one subscriber, one pseudonym
-    for name, path in logs.items():
-        output = path.read_text(errors="replace")
+    for service in (edge, processor, metrics):
+        name, output = service.name, service.log_path.read_text(errors="replace")
         assert '"level": "debug"' in output or '"level":"debug"' in output, name
         for needle in (*NEEDLES, "media.example.net"):
             assert needle not in output, f"{name} logged {needle!r}"

@@ -16,7 +16,6 @@ from consumers.instruments import ProcessorMetrics
 from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
 from testkit.kafka_tools import committed_total, topic_size
-from tests.integration.conftest import ServiceProcess
 
 
 @pytest.fixture
@@ -57,10 +56,6 @@ async def running_processor(
     finally:
         stop.set()
         await running
-
-
-class ProcessorProcess(ServiceProcess):
-    """`python -m consumers.processor` as a child process, for kill -9 and rebalances."""
 
 
 async def wait_caught_up(env: dict[str, str], timeout: float = 60) -> None:

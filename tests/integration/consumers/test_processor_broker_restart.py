@@ -13,19 +13,17 @@ import asyncio
 import itertools
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import LeaderNotAvailableError
 from aiokafka.structs import TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.clients import KafkaClients
 from devstack.kafka import LocalKafka
 from testkit.kafka_tools import produce
 from testkit.traffic import as_raw, hours_ago_ms, realistic_mix
+from tests.integration.conftest import StartService
 from tests.integration.consumers.conftest import (
-    ProcessorProcess,
     running_processor,
     wait_caught_up,
 )
@@ -55,24 +53,12 @@ async def caught_up_unless_crashed(env: dict[str, str], running: asyncio.Task[No
     catching_up.result()
 
 
-async def scrape(process: ProcessorProcess, name: str) -> float:
-    """A sample of a processor process's /metrics, summed over its labels."""
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(f"http://127.0.0.1:{process.port}/metrics")).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )
-
-
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
     how: str,
     own_broker: LocalKafka,
     processor_env: dict[str, str],
-    processes: list[ProcessorProcess],
+    services: StartService,
 ) -> None:
     """A Kafka restart mid-stream loses and repeats nothing; the processor recovers by itself.
 
@@ -80,8 +66,7 @@ async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
     """
     env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
     mix = realistic_mix(10_000, seed=21)
-    processor = ProcessorProcess(env)
-    processes.append(processor)
+    processor = services("processor", env)
     await processor.start()
     await produce(
         env["KAFKA_BOOTSTRAP_SERVERS"], env["KAFKA_TOPIC_RAW"], as_raw(mix.bodies, hours_ago_ms(1))
@@ -90,14 +75,13 @@ async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
 
     await asyncio.to_thread(own_broker.stop if how == "sigterm" else own_broker.kill)
     # With the broker gone nothing more can be fetched: this is where the stream broke off.
-    consumed = await scrape(processor, "postback_processor_records_consumed_total")
+    consumed = await processor.metric("postback_processor_records_consumed")
     assert consumed < len(mix.bodies), "the stream was over before the broker went down"
     await asyncio.sleep(DOWN_S)
     await asyncio.to_thread(own_broker.start)
 
     await wait_caught_up(env, timeout=75)
-    assert processor.process is not None
-    assert processor.process.returncode is None, "the processor exited instead of recovering"
+    assert processor.running, "the processor exited instead of recovering"
     assert await processor.stop() == 0
     await assert_exactly_once(env, mix.event_ids, mix.malformed)
 

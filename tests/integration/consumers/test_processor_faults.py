@@ -6,14 +6,13 @@ import asyncio
 import time
 from collections import Counter
 
-import httpx
 import orjson
 import pytest
 
 from testkit.kafka_tools import committed_total, produce, read_all_committed
-from testkit.services import sum_samples
 from testkit.traffic import as_raw, hours_ago_ms, realistic_mix
-from tests.integration.consumers.conftest import ProcessorProcess, wait_caught_up
+from tests.integration.conftest import StartService
+from tests.integration.consumers.conftest import wait_caught_up
 
 pytestmark = pytest.mark.kafka
 
@@ -49,7 +48,7 @@ async def assert_exactly_once(
 
 
 async def test_kill_9_mid_stream_then_restart_loses_and_repeats_nothing(
-    processor_env: dict[str, str], processes: list[ProcessorProcess]
+    processor_env: dict[str, str], services: StartService
 ) -> None:
     """A processor killed with open transactions leaves no trace in read_committed output;
     its successor resumes at the last commit with the dedupe state rebuilt from the state
@@ -58,8 +57,7 @@ async def test_kill_9_mid_stream_then_restart_loses_and_repeats_nothing(
     state would have dropped them."""
     env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
     mix = realistic_mix(20_000)
-    first = ProcessorProcess(env)
-    processes.append(first)
+    first = services("processor", env)
     await first.start()
     await produce(
         env["KAFKA_BOOTSTRAP_SERVERS"],
@@ -69,20 +67,17 @@ async def test_kill_9_mid_stream_then_restart_loses_and_repeats_nothing(
     await wait_committed(env, len(mix.bodies) // 4)
     await first.kill()
 
-    second = ProcessorProcess(env)
-    processes.append(second)
+    second = services("processor", env)
     await second.start()
     await wait_caught_up(env)
-    async with httpx.AsyncClient(timeout=5) as client:
-        metrics = (await client.get(f"http://127.0.0.1:{second.port}/metrics")).text
-    from_state = sum_samples(metrics, "postback_processor_partition_opens", {"state": "state"})
+    from_state = await second.metric("postback_processor_partition_opens", state="state")
     assert from_state == int(env["KAFKA_TOPIC_PARTITIONS"])
     assert await second.stop() == 0
     await assert_exactly_once(env, mix.event_ids, mix.malformed)
 
 
 async def test_rebalances_and_a_killed_member_keep_exactly_once(
-    processor_env: dict[str, str], processes: list[ProcessorProcess]
+    processor_env: dict[str, str], services: StartService
 ) -> None:
     """Partitions move when a second processor joins and again when one dies: every
     notification still appears exactly once."""
@@ -91,9 +86,8 @@ async def test_rebalances_and_a_killed_member_keep_exactly_once(
     mix = realistic_mix(16_000, seed=9)
     half = len(mix.bodies) // 2
     records = as_raw(mix.bodies, hours_ago_ms(1))
-    first = ProcessorProcess(env)
-    second = ProcessorProcess(env)
-    processes.extend([first, second])
+    first = services("processor", env)
+    second = services("processor", env)
     await first.start()
     await produce(bootstrap, raw, records[:half])
     await wait_committed(env, half // 3)

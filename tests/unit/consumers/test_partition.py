@@ -116,6 +116,30 @@ async def test_a_rewind_does_not_fence_an_owner_that_already_committed() -> None
     assert "fence" not in journal
 
 
+async def test_our_own_last_commit_not_visible_yet_is_no_reason_to_stop() -> None:
+    """Right after a commit the group can still report the offset before it (the commit's
+    markers are written after the commit was answered): before the id is taken again, a lower
+    offset is ours, pending, and the rewind carries on; taking the id completes it."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+    producer = Producer(journal)
+    clients = Clients(journal)
+    partition = owned_partition(producer, consumer, clients)
+    partition.process(records(delivery_reports(5)))
+    await partition.commit()  # committed at 5, as far as this instance knows
+    consumer.committed_offset = 0  # ...but the group still says 0: markers pending
+
+    def markers_written() -> None:
+        consumer.committed_offset = 5
+
+    clients.meanwhile = markers_written
+    producer.fail["commit"] = KafkaError("request timed out")
+    partition.process(records(delivery_reports(5, seed=2), first_offset=5))
+    await partition.commit()
+    assert consumer.seeks == [5]
+    assert partition.producer is clients.producers[0]
+
+
 async def test_fenced_after_an_outage_that_outlived_the_transaction_timeout_carries_on() -> None:
     """The coordinator fences a transaction that stayed open past its timeout; when nobody
     else processed the partition, it rewinds and goes on, with no restart."""

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from consumers.processor.runs import (
     DIGEST_SIZE,
     EMPTY_RUN,
+    MAPPED_RUN_BYTES,
     Run,
     SlotMask,
     prefix,
@@ -102,3 +103,36 @@ def test_mask_names_every_slot_that_holds_a_prefix() -> None:
         for slot, run in runs.items():
             heads = [prefix(run.digests(i, i + 1)) >> candidate.shift for i in range(len(run))]
             assert all(table[heads] & SlotMask.bit(slot))
+
+
+def test_runs_large_enough_for_a_memory_map_answer_the_same() -> None:
+    """A run past MAPPED_RUN_BYTES (kept in a memory map of its own) merges, trims and
+    answers exactly as a small one."""
+    count = MAPPED_RUN_BYTES // DIGEST_SIZE + 100
+    keys = sorted(digest(n) for n in range(count + 10))
+    run = run_of(*keys[:count])
+    assert len(run.keys) >= MAPPED_RUN_BYTES
+    merged = run.merged_with(rows_of(b"".join(keys[count:])))
+    assert merged.digests() == b"".join(keys)
+    trimmed = merged.without_smallest(5)
+    assert trimmed.digests() == b"".join(keys[5:])
+    assert [trimmed.contains(d) for d in (keys[4], keys[5], keys[-1])] == [False, True, True]
+
+
+_tied_digests = st.lists(
+    st.builds(
+        bytes.__add__,
+        st.sampled_from([PREFIX, PREFIX[::-1], bytes(4)]),  # many share their top 32 bits
+        st.binary(min_size=12, max_size=12).map(lambda rest: rest[:2] * 6),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(digests=_tied_digests)
+def test_sort_unique_orders_digests_that_share_their_leading_bits(digests: list[bytes]) -> None:
+    """Digests equal in their first 4 or 8 bytes, repeated, in any order, come out ascending
+    as unsigned numbers and each once."""
+    rows = sort_unique(rows_of(b"".join(digests)))
+    assert rows.astype(">u8").tobytes() == b"".join(sorted(set(digests)))

@@ -516,6 +516,7 @@ def test_apply_delta_refuses_what_it_cannot_apply_and_changes_nothing() -> None:
         (other_length, "another dedupe window length"),
         (first._replace(high_water_ms=T0), "commit order"),
         (first._replace(slots=((T0 // SLOT + 9, key("x")),)), "after its high water"),
+        (first._replace(slots=((T0 // SLOT, key("x")[:7]),)), "partial digest"),
     ]
     for delta, reason in refused:
         with pytest.raises(ValueError, match=reason):

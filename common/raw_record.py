@@ -17,9 +17,23 @@ USER_AGENT: Final = "user-agent"  # may be absent
 
 DEFAULT_SOURCE: Final = "default"
 
+# The v2 field the edge keys raw records by (ingest/keys.py): notifications the dedupe
+# identity calls the same must agree on it, or they may land in partitions that dedupe apart.
+KEY_FIELD: Final = "tracking-id"
+
 Headers = list[tuple[str, bytes]]
 
 
 def header_map(headers: Headers | None) -> dict[str, bytes]:
     """Headers as a dict; a repeated name keeps its last value, as HTTP proxies do."""
     return dict(headers or ())
+
+
+def header_text(value: bytes | None) -> str | None:
+    """A header's value as the consumers read it: UTF-8 text, None when absent or not UTF-8."""
+    if value is None:
+        return None
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None

@@ -21,12 +21,31 @@ from common.env import (
     text,
 )
 from common.kafka import KafkaSettings
+from common.raw_record import KEY_FIELD
 from common.topics import TopicSettings
 from consumers.processor.window import DEFAULT_MAX_KEYS
 
 HOUR_MS = 60 * 60 * 1000
 # An HMAC key shorter than its hash's output (32 bytes for SHA-256) weakens it (RFC 2104 §3).
 PSEUDONYM_KEY_MIN_CHARS = 32
+
+
+def identity_fields(variable: str, raw: str) -> tuple[str, ...]:
+    """Field names for the dedupe identity; they must include the field raw records are keyed by.
+
+    Dedupe windows are per raw partition and the edge picks the partition from the tracking
+    id. An identity blind to it would call two notifications with different tracking ids the
+    same, yet they could land in different partitions, and each would be emitted.
+    """
+    fields = items(variable, raw)
+    if KEY_FIELD not in fields:
+        raise SettingsError(
+            f"{variable}: must include {KEY_FIELD} (got {','.join(fields)!r}): the edge "
+            f"partitions postbacks by {KEY_FIELD} and each partition dedupes on its own, so "
+            f"notifications this identity calls the same could still each be emitted; "
+            f"e.g. origin,{KEY_FIELD},code,status"
+        )
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +56,7 @@ class ProcessorGroupSettings(Settings):
     kafka: KafkaSettings = section(KafkaSettings.from_environ)
     topics: TopicSettings = section(TopicSettings.from_environ)
     group_id: str = setting("PROCESSOR_GROUP_ID", text, "postback-processor")
-    identity_fields: tuple[str, ...] = setting("DEDUPE_IDENTITY_FIELDS", items, ())
+    identity_fields: tuple[str, ...] = setting("DEDUPE_IDENTITY_FIELDS", identity_fields, ())
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,5 +40,8 @@ def build_record(
     if user_agent is not None:
         headers.append((raw_record.USER_AGENT, user_agent))
     return RawRecord(
-        key=partition_key(body), value=body, headers=headers, timestamp_ms=received_at_ms
+        key=partition_key(body, raw_record.header_text(content_type)),
+        value=body,
+        headers=headers,
+        timestamp_ms=received_at_ms,
     )

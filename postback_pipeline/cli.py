@@ -100,7 +100,7 @@ COMMANDS: Final = (
     ),
     Command(
         "replay",
-        "re-derive events from the raw topic for a time range",
+        "add the events a topic lacks: dead letters that parse now, or a range re-derived",
         Tool("consumers.replay:main"),
     ),
     Command(

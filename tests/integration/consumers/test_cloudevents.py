@@ -113,9 +113,7 @@ async def test_a_replay_writes_the_same_records_as_the_live_processor(
         since_ms=since,
         until_ms=hours_ago_ms(0),
         output_topic=replayed_topic,
-        dead_letters=False,
         chunk=10,
-        dry_run=False,
     )
 
     def written(records: list[ConsumerRecord[bytes, bytes]]) -> list[Any]:

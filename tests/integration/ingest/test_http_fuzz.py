@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from common.raw_record import header_text
 from ingest.keys import partition_key
 from ingest.outcomes import Outcome
 from testkit.kafka_tools import read_all_committed
@@ -177,7 +178,8 @@ async def check_kafka(campaign: Campaign, bootstrap: str) -> None:
         headers = dict(record.headers)
         request_id = headers["request-id"].decode()
         stored[request_id].append(record.value)
-        assert record.key == partition_key(record.value), request_id
+        content_type = header_text(headers.get("content-type"))
+        assert record.key == partition_key(record.value, content_type), request_id
         for name, value in campaign.record_headers.get(request_id, {}).items():
             assert headers.get(name) == value, (request_id, name)
     assert stored.keys() <= campaign.sent_ids, "records that no request of this run sent"

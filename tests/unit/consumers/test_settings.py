@@ -109,3 +109,12 @@ def test_a_reader_of_the_processors_work_needs_no_key() -> None:
     assert group.group_id == "g"
     with pytest.raises(SettingsError, match=r"^EVENTS_PSEUDONYM_KEY: required"):
         ProcessorSettings.from_environ({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"})
+
+
+def test_identity_fields_without_the_tracking_id_are_refused_naming_the_variable() -> None:
+    """An identity blind to the tracking id could call two notifications one while the edge
+    puts them in partitions that dedupe apart; the processor refuses it at start-up."""
+    with pytest.raises(SettingsError, match=r"^DEDUPE_IDENTITY_FIELDS: must include tracking-id"):
+        settings(DEDUPE_IDENTITY_FIELDS="origin,code,status")
+    with pytest.raises(SettingsError, match=r"^DEDUPE_IDENTITY_FIELDS"):
+        settings(DEDUPE_IDENTITY_FIELDS="trackingid,code")

@@ -27,7 +27,7 @@ Two uses:
   those found are skipped: another copy of the notification got through live.
 - **Re-derive** (`--output-topic`, required and never the live events topic): every
   notification received in [since, until) is derived again into another topic, e.g. after an
-  enrichment fix. Each raw partition's window is first warmed on the span before `since`
+  enrichment fix. Each raw partition's state is first restored from the span before `since`
   (output discarded), so a retry of a notification received just before the range is dropped
   as it was live.
 

@@ -41,7 +41,7 @@ class ReplayReport:
     mode: str
     output_topic: str
     read: int = 0  # records of the range read: dead letters, or raw records
-    warmed: int = 0  # raw records before the range, read to warm the dedupe windows
+    restored: int = 0  # raw records before the range, read to restore the dedupe windows
     events: int = 0  # events written (on a dry run: that would be)
     present: int = 0  # events the output topic held already: not written again
     duplicates: int = 0  # records the dedupe window dropped
@@ -53,7 +53,7 @@ class ReplayReport:
             "mode": self.mode,
             "output_topic": self.output_topic,
             "records_read": self.read,
-            "records_warmed": self.warmed,
+            "records_restored": self.restored,
             "events_written": self.events,
             "events_already_present": self.present,
             "duplicates_dropped": self.duplicates,
@@ -302,23 +302,23 @@ async def raw_events(
     report: ReplayReport,
 ) -> AsyncIterator[Derived]:
     """The events of the raw records received in [since_ms, until_ms), judged as live: each
-    partition's pipeline is first warmed on the dedupe span before `since_ms`."""
+    partition's pipeline state is first restored from the dedupe span before `since_ms`."""
     raw = settings.topics.raw.name
     partitions = await reader.partitions(raw)
     if not partitions:
         raise SettingsError(f"KAFKA_TOPIC_RAW: topic {raw!r} does not exist")
     for tp in partitions:
         pipeline = PartitionPipeline.from_settings(settings, raw, tp.partition)
-        warm_from = (await reader.offsets_at([tp], since_ms - pipeline.restore_span_ms))[tp]
+        restore_from = (await reader.offsets_at([tp], since_ms - pipeline.restore_span_ms))[tp]
         start = (await reader.offsets_at([tp], since_ms))[tp]
         stop = (await reader.offsets_at([tp], until_ms))[tp]
-        async for batch in reader.batches(tp, warm_from, stop):
+        async for batch in reader.batches(tp, restore_from, stop):
             for record in batch:
                 outcome = pipeline.process(
                     record.value, record.offset, record.headers, record.timestamp
                 )
                 if record.offset < start:
-                    report.warmed += 1
+                    report.restored += 1
                     continue
                 report.read += 1
                 event = _offered(outcome, report)

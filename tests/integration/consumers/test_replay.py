@@ -359,7 +359,7 @@ async def test_rederiving_a_range_writes_each_notification_once_to_another_topic
 
     report = await rederive()
     again = await rederive()
-    assert report.warmed == len(before)
+    assert report.restored == len(before)
     assert report.read == 10 + len(inside) + 8 + len(malformed)
     assert report.duplicates == 10 + 8
     assert sum(report.dead_letters.values()) == len(malformed)

@@ -15,7 +15,7 @@ import time
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
 from consumers.changelog import Changelog
@@ -54,6 +54,7 @@ class OwnedPartition:
         clients: ProcessorClients,
         group_id: str,
         metrics: ProcessorMetrics,
+        commit_deadline_s: float,
     ) -> None:
         self.tp = tp
         self.pipeline = pipeline
@@ -65,6 +66,7 @@ class OwnedPartition:
         self._clients = clients
         self._group_id = group_id
         self._metrics = metrics
+        self._commit_deadline_s = commit_deadline_s
         self.uncommitted = 0  # records processed since the last commit
         self.first_uncommitted_at = 0.0  # monotonic time of the first of them
         self.last_timestamp_ms: int | None = None  # the last processed record's timestamp
@@ -113,26 +115,37 @@ class OwnedPartition:
         whether another instance has taken it over. That includes being fenced: the
         coordinator also fences a producer whose transaction outlived the transaction timeout
         (a long outage), and then this instance still owns the partition and carries on.
+
+        Steps 1-4 get `commit_deadline_s` (the transaction timeout): past it the coordinator
+        has aborted the transaction, so it can only fail, yet aiokafka may keep retrying a
+        transactional request to a broker that came back without ever answering the caller
+        (seen after a broker's kill -9: the commit hung, and with it the group's rebalance).
+        A commit that outlives it rewinds like any other failure.
         """
         started = time.perf_counter()
         producer, writer = self.producer, self.writer
         try:
-            await producer.begin_transaction()  # 1.
-            await writer.send()
-            writer.deliveries += await self.changelog.send(
-                producer,
-                self.pipeline.pending_state(),
-                raw_from=self.committed_offset,
-                raw_next=self.next_offset,
-                timestamp_ms=self.last_timestamp_ms,
-            )
-            await producer.send_offsets_to_transaction(  # 2.
-                {self.tp: self.next_offset}, self._group_id
-            )
-            await writer.delivered()  # 3.
-            await producer.commit_transaction()  # 4.
+            async with asyncio.timeout(self._commit_deadline_s):
+                await producer.begin_transaction()  # 1.
+                await writer.send()
+                writer.deliveries += await self.changelog.send(
+                    producer,
+                    self.pipeline.pending_state(),
+                    raw_from=self.committed_offset,
+                    raw_next=self.next_offset,
+                    timestamp_ms=self.last_timestamp_ms,
+                )
+                await producer.send_offsets_to_transaction(  # 2.
+                    {self.tp: self.next_offset}, self._group_id
+                )
+                await writer.delivered()  # 3.
+                await producer.commit_transaction()  # 4.
         except KafkaError as error:
             await self.rewind("the transaction failed", error)
+            return
+        except TimeoutError:
+            timeout = KafkaTimeoutError(f"no end after {self._commit_deadline_s:g} s")
+            await self.rewind("the transaction outlived the transaction timeout", timeout)
             return
         self.pipeline.commit()  # 5.
         self.committed_offset = self.next_offset

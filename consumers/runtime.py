@@ -278,6 +278,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             clients=self._clients,
             group_id=self._settings.group_id,
             metrics=self._metrics,
+            commit_deadline_s=self._settings.transaction_timeout_ms / 1000,
         )
 
     async def _shutdown(self) -> None:

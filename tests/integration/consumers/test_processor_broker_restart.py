@@ -64,7 +64,13 @@ async def test_broker_restart_mid_stream_loses_and_repeats_nothing(
 
     The processor is a process of its own, as in production, and is never restarted.
     """
-    env = {**processor_env, "PROCESSOR_COMMIT_MAX_RECORDS": "500"}
+    # A commit the client never ends after the restart is given up at the transaction
+    # timeout (OwnedPartition.commit): 20 s keeps that case within the wait below.
+    env = {
+        **processor_env,
+        "PROCESSOR_COMMIT_MAX_RECORDS": "500",
+        "PROCESSOR_TRANSACTION_TIMEOUT_MS": "20000",
+    }
     mix = realistic_mix(10_000, seed=21)
     processor = services("processor", env)
     await processor.start()

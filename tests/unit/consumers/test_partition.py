@@ -8,6 +8,8 @@ against a real broker.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka.errors import KafkaError, ProducerFenced
 from prometheus_client import CollectorRegistry
@@ -29,7 +31,11 @@ SETTINGS = ProcessorSettings.from_environ(
 
 
 def owned_partition(
-    producer: Producer, consumer: Consumer, clients: Clients, committed: int = 0
+    producer: Producer,
+    consumer: Consumer,
+    clients: Clients,
+    committed: int = 0,
+    commit_deadline_s: float = 60.0,
 ) -> OwnedPartition:
     pipeline = PartitionPipeline.from_settings(SETTINGS, "raw", 0)
     writer = DispositionWriter(
@@ -48,6 +54,7 @@ def owned_partition(
         clients=clients,  # type: ignore[arg-type]  # a stand-in
         group_id="group",
         metrics=ProcessorMetrics(CollectorRegistry()),
+        commit_deadline_s=commit_deadline_s,
     )
 
 
@@ -152,6 +159,27 @@ async def test_fenced_after_an_outage_that_outlived_the_transaction_timeout_carr
     await partition.commit()
     assert consumer.seeks == [0]
     assert partition.producer is clients.producers[0]
+    partition.process(records(delivery_reports(5)))
+    await partition.commit()
+    assert journal[-1] == "commit"
+    assert partition.committed_offset == 5
+
+
+async def test_a_commit_that_never_ends_rewinds_at_the_transaction_timeout() -> None:
+    """A transactional request the client retries forever (a broker back from kill -9) does
+    not hold the partition, and with it the group's rebalance: past the transaction timeout,
+    which the coordinator has aborted it by, the partition rewinds and goes on."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+    producer = Producer(journal, hold={"commit": asyncio.Event()})  # never set
+    clients = Clients(journal)
+    partition = owned_partition(producer, consumer, clients, commit_deadline_s=0.05)
+    partition.process(records(delivery_reports(5)))
+    await partition.commit()
+    assert "commit" not in journal
+    assert (consumer.seeks, len(partition.pipeline.window)) == ([0], 0)
+    assert partition.producer is clients.producers[0]
+    assert producer.stopped
     partition.process(records(delivery_reports(5)))
     await partition.commit()
     assert journal[-1] == "commit"

@@ -35,7 +35,6 @@ from consumers.instruments import ProcessorMetrics
 from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
 from consumers.processor.pipeline import PartitionPipeline
-from consumers.processor.privacy import Privacy
 from consumers.restore import restore
 from consumers.settings import ProcessorSettings
 from consumers.writer import DispositionWriter
@@ -59,7 +58,6 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._settings = settings
         self._metrics = metrics
         self._clients = clients or KafkaClients(settings)
-        self._privacy = Privacy.from_settings(settings)  # one set of caches for all partitions
         self._consumer = self._clients.group_consumer()
         self._owned: dict[TopicPartition, OwnedPartition] = {}
         # Pipelines of partitions revoked from us, with the offset their state is valid at.
@@ -241,11 +239,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                     self._clients,
                     tp,
                     partial(
-                        PartitionPipeline.from_settings,
-                        self._settings,
-                        tp.topic,
-                        tp.partition,
-                        privacy=self._privacy,
+                        PartitionPipeline.from_settings, self._settings, tp.topic, tp.partition
                     ),
                     committed,
                     changelog=changelog,

@@ -82,21 +82,15 @@ class PartitionPipeline:
         settings: ProcessorSettings,
         topic: str,
         partition: int,
-        *,
-        privacy: Privacy | None = None,
     ) -> PartitionPipeline:
-        """The pipeline of one raw partition as the processor's settings configure it.
-
-        `privacy` is best shared by the pipelines of one process: its caches of published
-        numbers are per object, and the same numbers recur in every partition.
-        """
+        """The pipeline of one raw partition as the processor's settings configure it."""
         return cls(
             topic,
             partition,
             identity=Identity.from_fields(settings.identity_fields or None),
             window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
             latency=LatencyJoin(settings.latency_max_age_ms),
-            privacy=privacy or Privacy.from_settings(settings),
+            privacy=Privacy.from_settings(settings),
         )
 
     def __init__(

@@ -11,11 +11,14 @@ Each record carries headers that let a reader check it has the whole chain:
 `state-raw-from` and `state-raw-next` (the raw offsets the transaction consumed: [from, next)),
 `state-part` ("i/n": a transaction's change cut in records of at most 512 KiB) and
 `state-kind` ("delta", or "snapshot": the whole state as of `state-raw-next`, written after a
-rebuild from the raw topic). Its timestamp is the last raw record's (the edge's receive time),
-so a reader finds where the state's span begins with `offsets_for_times`, as on the raw topic.
+rebuild from the raw topic), and `state-keys` (the fingerprint of the dedupe identity that
+made the window's keys: `Identity.fingerprint`). Its timestamp is the last raw record's (the
+edge's receive time), so a reader finds where the state's span begins with
+`offsets_for_times`, as on the raw topic.
 
 The state topic is only ever an accelerator: when it cannot serve (no records yet, as on the
 first start of this version; a gap in the chain; records of another format or window length;
+keys made by another identity, after a change of DEDUPE_IDENTITY_FIELDS or of the parser;
 retention shorter than the span) the partition is rebuilt from the raw topic as before, and a
 snapshot is written so that the next rebuild can use the state topic.
 """
@@ -41,6 +44,7 @@ RAW_FROM: Final = "state-raw-from"
 RAW_NEXT: Final = "state-raw-next"
 PART: Final = "state-part"
 KIND: Final = "state-kind"
+KEYS: Final = "state-keys"
 DELTA: Final = b"delta"
 SNAPSHOT: Final = b"snapshot"
 HOUR_MS: Final = 3_600_000
@@ -64,8 +68,9 @@ def state_topic(settings: ProcessorSettings, restore_span_ms: int) -> TopicSpec:
 class Changelog:
     """Writes one raw partition's state changes to its partition of the state topic."""
 
-    def __init__(self, topic: str, partition: int) -> None:
+    def __init__(self, topic: str, partition: int, keys: bytes) -> None:
         self.tp = TopicPartition(topic, partition)
+        self.keys = keys  # the identity's fingerprint, on every record
 
     async def send(
         self,
@@ -86,6 +91,7 @@ class Changelog:
                 (RAW_NEXT, str(raw_next).encode()),
                 (PART, f"{index}/{len(parts)}".encode()),
                 (KIND, kind),
+                (KEYS, self.keys),
             ]
             deliveries.append(
                 await producer.send(
@@ -132,6 +138,7 @@ class _Record(NamedTuple):
     part: int
     parts: int
     snapshot: bool
+    keys: bytes  # empty from a version that did not say
     value: bytes
     timestamp: int
 
@@ -146,6 +153,7 @@ def _record(record: Any) -> _Record:
         int(part),
         int(parts),
         headers[KIND] == SNAPSHOT,
+        headers.get(KEYS, b""),
         record.value,
         record.timestamp,
     )
@@ -168,18 +176,19 @@ async def restore_from_changelog(
     reader = clients.reader(f"state-{raw.partition}")
     try:
         await reader.start()
-        return await _restore(reader, changelog.tp, raw, pipeline, committed)
+        return await _restore(reader, changelog, raw, pipeline, committed)
     finally:
         await stopped(reader)
 
 
 async def _restore(
     reader: AIOKafkaConsumer,
-    tp: TopicPartition,
+    changelog: Changelog,
     raw: TopicPartition,
     pipeline: PartitionPipeline,
     committed: int,
 ) -> int:
+    tp = changelog.tp
     reader.assign([tp])
     beginning: int = (await reader.beginning_offsets([tp]))[tp]
     end: int = (await reader.end_offsets([tp]))[tp]
@@ -194,6 +203,8 @@ async def _restore(
             f"the state topic ends at raw offset {last.raw_next}, the committed offset is "
             f"{committed} (written by another version, or the offsets were moved)"
         )
+    if last.keys != changelog.keys:
+        raise NotRestored(_OTHER_KEYS)
     since_ms = last.timestamp - pipeline.restore_span_ms
     found = await reader.offsets_for_times({tp: since_ms, raw: since_ms})
     start = found[tp].offset if found.get(tp) is not None else beginning
@@ -203,6 +214,7 @@ async def _restore(
     applied = 0
     expected_from: int | None = None  # the raw offset the next transaction must start at
     open_part = 0  # parts of the current transaction applied so far
+    other_keys = False  # keys of another identity applied since the last snapshot of ours
     while await reader.position(tp) < end:
         batches = await reader.getmany(tp, timeout_ms=1000, max_records=500)
         for kafka_record in batches.get(tp, []):
@@ -231,12 +243,24 @@ async def _restore(
             except ValueError as error:
                 raise NotRestored(f"a state record this version cannot apply: {error}") from None
             applied += 1
+            if record.keys != changelog.keys:
+                other_keys = True
+            elif record.snapshot and record.part == 1:
+                other_keys = False  # a snapshot replaces the whole state
             open_part = 0 if record.part == record.parts else record.part
             if open_part == 0:
                 expected_from = record.raw_next
     if expected_from != committed:
         raise NotRestored(f"the state topic's chain ends at raw offset {expected_from}")
+    if other_keys:
+        raise NotRestored(_OTHER_KEYS)
     return applied
+
+
+_OTHER_KEYS: Final = (
+    "the state's keys were made by another dedupe identity (DEDUPE_IDENTITY_FIELDS or the "
+    "parser changed): they would not recognise a retry"
+)
 
 
 async def _last_record(

@@ -34,7 +34,7 @@ from consumers.clients import KafkaClients, ProcessorClients, stopped
 from consumers.instruments import ProcessorMetrics
 from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
-from consumers.processor.pipeline import PartitionPipeline
+from consumers.processor.pipeline import PartitionPipeline, configured_identity
 from consumers.restore import restore
 from consumers.settings import ProcessorSettings
 from consumers.writer import DispositionWriter
@@ -65,6 +65,8 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         # Partitions assigned but still being opened (fenced, restored) in the background.
         self._opening: dict[TopicPartition, asyncio.Task[None]] = {}
         self._failure: BaseException | None = None
+        # Written with every state change; a restore that finds another rebuilds from raw.
+        self._state_keys = configured_identity(settings).fingerprint
         self.started = False
 
     @property
@@ -229,7 +231,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             if committed is None:
                 committed = (await self._consumer.beginning_offsets([tp]))[tp]
             topics = self._settings.topics
-            changelog = Changelog(self._settings.state_topic, tp.partition)
+            changelog = Changelog(self._settings.state_topic, tp.partition, self._state_keys)
             parked = self._parked.pop(tp, None)
             if parked is not None and parked[1] == committed:
                 pipeline = parked[0]  # nobody processed it since it was ours: state still valid

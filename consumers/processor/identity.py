@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from hashlib import blake2b
+from pathlib import Path
 from typing import Final
 
 import orjson
 
+from consumers.processor import parse
 from consumers.processor.parse import Notification
 
 DIGEST_SIZE: Final = 16
@@ -58,6 +60,15 @@ def digest(notification: Notification) -> bytes:
 def digest_raw(body: bytes) -> bytes:
     """The identity of a body that did not parse: its exact bytes (dead-letter dedupe)."""
     return _digest(_RAW_HASH, body)
+
+
+# What a digest depends on besides the configuration: this module and the parser's reading of
+# a body (a parser that reads a body differently makes another canonical form). Any change to
+# either file counts, comments included: a needless rebuild costs seconds, a missed one
+# duplicates.
+_CODE: Final = blake2b(
+    Path(__file__).read_bytes() + Path(parse.__file__).read_bytes(), digest_size=8
+).digest()
 
 
 def event_id(identity_digest: bytes) -> str:
@@ -99,6 +110,18 @@ class Identity:
         if len(set(names)) != len(names):
             raise ValueError(f"identity field names repeat: {names!r}")
         return cls(names)
+
+    @property
+    def fingerprint(self) -> bytes:
+        """A tag that differs whenever this identity may give another digest for some body:
+        another field list, or another version of the identity's or the parser's code.
+
+        Dedupe state keyed by one identity means nothing to another: the state topic records
+        carry the fingerprint of the identity that made their keys, and a restore that finds
+        another one rebuilds from the raw topic instead (consumers/changelog.py).
+        """
+        fields = orjson.dumps(self.fields)
+        return blake2b(_CODE + fields, digest_size=8, person=b"pbp.keys.1").hexdigest().encode()
 
     def canonical_bytes(self, notification: Notification) -> bytes:
         """The bytes this identity hashes, exposed so tests and tools can see what counts."""

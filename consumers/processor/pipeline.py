@@ -60,19 +60,15 @@ Disposition = Emit | DeadLetter | Duplicate
 """What becomes of one raw record; `consumers.writer` turns it into Kafka writes."""
 
 
-def _header_text(value: bytes | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value.decode()
-    except UnicodeDecodeError:
-        return None
-
-
 def _header_int(value: bytes | None) -> int | None:
     if value is None or not value.isdigit():
         return None
     return int(value)
+
+
+def configured_identity(settings: ProcessorSettings) -> Identity:
+    """The dedupe identity DEDUPE_IDENTITY_FIELDS configures (canonical when unset)."""
+    return Identity.from_fields(settings.identity_fields or None)
 
 
 class PartitionPipeline:
@@ -87,7 +83,7 @@ class PartitionPipeline:
         return cls(
             topic,
             partition,
-            identity=Identity.from_fields(settings.identity_fields or None),
+            identity=configured_identity(settings),
             window=DedupeWindow(settings.dedupe_window_ms, settings.dedupe_max_keys),
             latency=LatencyJoin(settings.latency_max_age_ms),
             privacy=Privacy.from_settings(settings),
@@ -116,7 +112,7 @@ class PartitionPipeline:
         facts = dict(headers)
         # Dedupe and latency state run on the edge's clock, which a restore sees unchanged.
         received_at_ms = _header_int(facts.get(raw_record.RECEIVED_AT)) or timestamp_ms
-        content_type = _header_text(facts.get(raw_record.CONTENT_TYPE))
+        content_type = raw_record.header_text(facts.get(raw_record.CONTENT_TYPE))
         try:
             notification = parse(value, content_type)
         except Unparseable as error:
@@ -133,7 +129,7 @@ class PartitionPipeline:
             self.partition,
             offset,
             received_at_ms,
-            _header_text(facts.get(raw_record.SOURCE)),
+            raw_record.header_text(facts.get(raw_record.SOURCE)),
             content_type,
         )
         try:
@@ -169,7 +165,7 @@ class PartitionPipeline:
         facts = dict(headers)
         received_at_ms = _header_int(facts.get(raw_record.RECEIVED_AT)) or timestamp_ms
         try:
-            notification = parse(value, _header_text(facts.get(raw_record.CONTENT_TYPE)))
+            notification = parse(value, raw_record.header_text(facts.get(raw_record.CONTENT_TYPE)))
         except Unparseable:
             self.window.seen_or_add(digest_raw(value), received_at_ms)
             return

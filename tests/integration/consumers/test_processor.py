@@ -111,6 +111,50 @@ async def test_dedupe_state_survives_a_restart(processor_env: dict[str, str], so
     assert max(ids.values()) == 1
 
 
+async def test_a_changed_identity_rebuilds_from_raw_and_still_recognises_retries(
+    processor_env: dict[str, str],
+) -> None:
+    """State keyed by one dedupe identity cannot recognise a retry under another: after
+    DEDUPE_IDENTITY_FIELDS changes (or a release changes the parser), the state topic's keys
+    are refused and the state is rebuilt from the raw topic with the new identity, so retries
+    of notifications processed before the change are still dropped, not emitted again under a
+    new event id."""
+    bootstrap, raw = processor_env["KAFKA_BOOTSTRAP_SERVERS"], processor_env["KAFKA_TOPIC_RAW"]
+    before, after = delivery_reports(300, seed=5), delivery_reports(100, seed=6)
+    t0 = int(time.time() * 1000) - HOUR_MS
+    async with running_processor(processor_env):
+        await produce(bootstrap, raw, as_raw(before, t0))
+        await wait_caught_up(processor_env)
+    narrower = {**processor_env, "DEDUPE_IDENTITY_FIELDS": "origin,tracking-id,code,status"}
+    async with running_processor(narrower) as (_, registry):
+        await produce(bootstrap, raw, as_raw(before[::3] + after, t0 + 600_000))
+        await wait_caught_up(narrower)
+        opened = registry.get_sample_value(
+            "postback_processor_partition_opens_total", {"state": "raw"}
+        )
+        assert opened == int(processor_env["KAFKA_TOPIC_PARTITIONS"])
+        dropped = registry.get_sample_value("postback_processor_duplicates_dropped_total")
+    events = await read_all_committed(bootstrap, processor_env["KAFKA_TOPIC_EVENTS"])
+    assert dropped == len(before[::3])
+    assert len(events) == len(before) + len(after)
+    # The rebuild wrote a snapshot with the new keys: the next start uses the state topic,
+    # the older records of the other identity before it notwithstanding.
+    partitions = int(processor_env["KAFKA_TOPIC_PARTITIONS"])
+    async with running_processor(narrower) as (_, registry):
+        opens = {"state": 0.0, "raw": 0.0}
+        deadline = time.monotonic() + 60
+        while sum(opens.values()) < partitions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for source in opens:
+                opens[source] = (
+                    registry.get_sample_value(
+                        "postback_processor_partition_opens_total", {"state": source}
+                    )
+                    or 0.0
+                )
+    assert opens == {"state": partitions, "raw": 0}
+
+
 async def test_delivery_latency_is_joined_in_either_arrival_order(
     processor_env: dict[str, str],
 ) -> None:

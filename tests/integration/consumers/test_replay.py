@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from common.kafka import KafkaSettings
 from common.partitioning import default_partition
 from common.topics import TopicSettings, ensure_topics
+from consumers.dlq import DeadLetterReason
 from consumers.processor import pipeline
 from consumers.processor.parse import Notification, Unparseable, parse
 from consumers.replay import ChunkedWriter, ReplayFenced, replay, replay_transactional_id
@@ -56,7 +57,7 @@ def parser_before_sinch(body: bytes, content_type: str | None = None) -> Notific
     """The parser as a release that did not know Sinch's dialect would have it: a `<postback>`
     root is unknown, so the live processor dead-letters those notifications."""
     if body.lstrip().startswith(b"<postback"):
-        raise Unparseable("unknown_root", "root element <postback>")
+        raise Unparseable(DeadLetterReason.UNKNOWN_ROOT, "root element <postback>")
     return parse(body, content_type)
 
 

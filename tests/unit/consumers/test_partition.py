@@ -48,7 +48,7 @@ def owned_partition(
         TP,
         pipeline=pipeline,
         writer=writer,
-        changelog=Changelog("state", 0),
+        changelog=Changelog("state", 0, b"keys"),
         committed_offset=committed,
         consumer=consumer,  # type: ignore[arg-type]  # a stand-in
         clients=clients,  # type: ignore[arg-type]  # a stand-in

@@ -26,7 +26,8 @@ What is measured, and against what
 - pipeline: `PartitionPipeline.process` and the bare dedupe over the same records in memory,
   no Kafka: per-record CPU, which explains most of the gap between processor and baseline.
 - restore: after the last round, a fresh runtime in that processor pass's group rebuilds every
-  partition's state from the raw topic (its restore histogram and counter), against a bare
+  partition's state from the raw topic (a state topic of a new name, empty, makes it fall
+  back to raw: B6 measures the state topic), against a bare
   read of the same records, partition after partition as the restore does, hashing each value
   into a set. Bytes per dedupe key come from the processor's own gauges (B5 measures the
   window alone).
@@ -267,7 +268,7 @@ async def processor_pass(
     result.dedupe_bytes = support.sample_sum(registry, "postback_processor_dedupe_bytes")
     result.dedupe_keys = support.sample_sum(registry, "postback_processor_dedupe_keys")
     if round_ == restore_in_round:
-        result.restore.append(await restore_pass(env))
+        result.restore.append(await restore_pass(env, from_raw=True))
         result.restore_floor.append(await bare_restore_rate(bootstrap, raw))
     return measured
 

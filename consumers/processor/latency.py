@@ -79,6 +79,7 @@ WAIT_SENT: Final = 0
 WAIT_FINAL: Final = 1
 TAKE_SENT: Final = 2
 TAKE_FINAL: Final = 3
+_TAKE_OF_WAIT: Final = TAKE_SENT - WAIT_SENT  # = TAKE_FINAL - WAIT_FINAL
 DELTA_FORMAT: Final = 2
 # Columns, so that a rebuild decodes a delta's operations in a few C calls, not one at a time:
 #   header (big-endian): version, flags, high water, number of operations n
@@ -291,8 +292,14 @@ class LatencyJoin:
         self._recompute_live()
 
     def pending_delta(self) -> LatencyDelta:
-        """What the batch since the last `commit()` changed; take it before `commit()`."""
-        return LatencyDelta(_time_or_none(self._high_water_ms), tuple(self._redo))
+        """What the batch since the last `commit()` changed; take it before `commit()`.
+
+        The net change: an entry that started waiting and was taken in the same batch (both
+        legs of a message in one batch, the usual case when they arrive close together) is
+        left out, its two operations with it, since together they change nothing (`_net`).
+        A rebuild then neither decodes nor applies them: most of its work at high volume.
+        """
+        return LatencyDelta(_time_or_none(self._high_water_ms), _net(self._redo))
 
     def apply_delta(self, delta: LatencyDelta) -> None:
         """Make the change `delta` describes, as pending; `commit()` makes it count."""
@@ -408,6 +415,29 @@ class LatencyJoin:
             for slot_id in sorted(self._slots, reverse=True)
             if slot_id >= first_live_id
         ]
+
+
+def _net(ops: list[Op]) -> tuple[Op, ...]:
+    """`ops` without each wait that a later take in `ops` undoes, nor that take.
+
+    Exact: a wait puts an entry into a slot where it was not waiting (`observe_sent` and
+    `observe_final` return early when it is), and only a live slot can be taken from, so a
+    take of the same entry in the same slot restores what was there before the wait. A
+    slot the pair alone created stays empty in the original; holding nothing, it answers
+    nothing and expires counting nothing, so a join rebuilt without it answers the same.
+    """
+    waiting: dict[tuple[int, int, str], int] = {}  # (wait operation, slot, id) -> index
+    undone: set[int] = set()
+    for index, (op, slot_id, tracking_id, _) in enumerate(ops):
+        if op in (WAIT_SENT, WAIT_FINAL):
+            waiting[op, slot_id, tracking_id] = index
+        else:
+            waited = waiting.pop((op - _TAKE_OF_WAIT, slot_id, tracking_id), None)
+            if waited is not None:
+                undone.update((waited, index))
+    if not undone:
+        return tuple(ops)
+    return tuple(op for index, op in enumerate(ops) if index not in undone)
 
 
 def _time_or_none(time_ms: int) -> int | None:

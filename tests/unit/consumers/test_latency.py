@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.processor.latency import SLOTS_PER_MAX_AGE, Latency, LatencyDelta, LatencyJoin
+from consumers.processor.latency import (
+    SLOTS_PER_MAX_AGE,
+    TAKE_FINAL,
+    WAIT_SENT,
+    Latency,
+    LatencyDelta,
+    LatencyJoin,
+)
 
 MINUTE = 60 * 1000
 HOUR = 60 * MINUTE
@@ -314,3 +321,21 @@ def test_a_delta_of_another_format_or_truncated_is_refused() -> None:
         LatencyDelta.decode(b"\x09" + data[1:])
     with pytest.raises(ValueError, match="truncated"):
         LatencyDelta.decode(data[:-3])
+
+
+def test_a_message_paired_within_one_batch_leaves_nothing_in_its_delta() -> None:
+    """Both legs of a message in one batch change nothing that outlives the batch, so the
+    batch's delta carries neither (a rebuild has less to read); a leg still waiting, or one
+    taken from an earlier batch, is in it."""
+    join = LatencyJoin(MAX_AGE)
+    join.observe_final("earlier", T0, T0)
+    join.commit()
+    join.observe_sent("paired", T0, T0)
+    join.observe_sent("waits", T0 + 1, T0 + 1)
+    join.observe_final("paired", T0 + 2, T0 + 2)
+    join.observe_sent("earlier", T0 + 3, T0 + 3)
+    ops = join.pending_delta().ops
+    assert [(op, tracking_id) for op, _, tracking_id, _ in ops] == [
+        (WAIT_SENT, "waits"),
+        (TAKE_FINAL, "earlier"),
+    ]

@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    start Kafka and the pipeline on loopback (Ctrl-C stops everything)"
 	@echo "make test   lint, type-check and run the whole suite against a real Kafka"
-	@echo "make bench  run every benchmark (B1-B5) and tabulate them in docs/performance.md"
+	@echo "make bench  run every benchmark (B1-B6) and tabulate them in docs/performance.md"
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

@@ -32,6 +32,7 @@ from bench.load import edge_records, traffic
 from bench.stack import Stack
 from bench.support import (
     PARTITIONS,
+    code_version,
     command,
     http_get,
     machine,
@@ -139,6 +140,7 @@ async def bench(options: Options, bootstrap: str, stack: Stack) -> dict[str, Any
     return {
         "benchmark": "B6 state: rebuild from the state topic vs the raw topic; memory per key",
         "machine": machine(),
+        "code": code_version("consumers", "common", "bench"),
         "settings": {**options.__dict__, "partitions": PARTITIONS},
         "raw_records": raw_records,
         "dedupe_keys": keys,

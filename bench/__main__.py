@@ -68,7 +68,7 @@ BENCHMARKS = (
         "memory",
         "--count 3000 --http-count 300 --http-max-s 3 --idle-s 1 --settle-s 1 --state-keys 10000",
     ),
-    Benchmark("B6", "bench.state", "state", "--keys 20000 --settle-s 1"),
+    Benchmark("B6", "bench.state", "state", "--keys 20000 --settle-s 1 --steady-after-s 1"),
 )
 
 

@@ -8,8 +8,9 @@ On a fresh local broker (or KAFKA_BOOTSTRAP_SERVERS): `--keys` distinct realisti
 XML, malformed bodies), written to the raw topic as the edge writes them, received within the
 last hour, are processed by `python -m consumers.processor` as a process. Then:
 
-- memory: the processor's RSS once it has processed them all, minus its RSS idle before,
-  per dedupe key held;
+- memory: the processor's RSS once it has processed them all and then run idle past its
+  periodic trim (what it holds in steady operation, not the garbage of the burst it is about
+  to give back), minus its RSS idle before, per dedupe key held;
 - rebuild from the state topic: the processor stopped and started again; the time from the
   spawn to every partition open (its /readyz lists them all), per million keys;
 - the baseline, rebuild from the raw topic: the same with a state topic of a new name, empty,
@@ -39,6 +40,7 @@ from bench.support import (
     memory_kb,
     metric_sum,
 )
+from consumers.runtime import TRIM_EVERY_S
 from devstack.kafka import broker_or_configured
 from testkit.kafka_tools import committed_total, produce, topic_size
 
@@ -54,6 +56,9 @@ class Options:
     xml_share: float = 0.1
     malformed_share: float = 0.01
     settle_s: float = 5.0
+    # Caught up, the processor runs idle this long before its RSS is read: its periodic trim
+    # (every TRIM_EVERY_S) has then given back what processing freed, as in steady operation.
+    steady_after_s: float = TRIM_EVERY_S + 2.0
     caught_up_timeout_s: float = 1800.0
 
 
@@ -126,6 +131,7 @@ async def bench(options: Options, bootstrap: str, stack: Stack) -> dict[str, Any
             options.caught_up_timeout_s,
         ):
             raise RuntimeError("the processor did not catch up with the raw topic")
+        await asyncio.sleep(options.steady_after_s)
         rss = await settled_rss(stack.pid("processor"), options.settle_s)
         halves.append((rss, metric_sum(scrape(stack), "postback_processor_dedupe_keys")))
     processed_s = time.perf_counter() - started

@@ -155,55 +155,85 @@ class OwnedPartition:
     async def rewind(self, why: str, error: KafkaError) -> None:
         """Abandon the open transaction and go back to the last commit:
 
-        1. forget what was collected, and the state's changes since the last commit;
+        1. forget what was collected for Kafka;
         2. if the committed offset moved, another instance processed the partition meanwhile:
            stop (PartitionLost) rather than fence it and write its work again;
-        3. take the transactional id with a new producer: this aborts our open transaction
+        3. take the transactional id with a new producer: this ends our open transaction
            (the old producer may hold batches the broker would otherwise still take);
-        4. check 2 again: an owner that committed in between is fenced now, but its work
-           must not be written twice either;
-        5. seek back to the committed offset; the records come again.
+        4. check 2 again, now that every transaction of the previous epoch has ended: an
+           owner that committed in between is fenced now, but its work must not be written
+           twice either;
+        5. if our own transaction committed after all (its answer was lost: a commit given up
+           at its deadline while the coordinator completed it), keep the state's changes, as
+           a commit does; else forget them and seek back to the committed offset, and the
+           records come again.
+
+        The offsets our transaction carried (`next_offset`) are ours in both checks: seeing
+        them committed is our transaction's late success, not another instance's work (the
+        transactional id is the partition's, so no other owner can commit the same range).
         """
         log.warning(
             "%s; rewinding the partition to its last commit",
             why,
             extra={"fields": {"partition": self.tp.partition, "error": repr(error)}},
         )
-        self._metrics.transactions.labels("aborted").inc()
         self.writer.clear()  # 1.
+        try:
+            await self._still_ours(fenced=False)  # 2.
+            abandoned = self.producer
+            self.writer.clear(await self._clients.fenced_producer(self.tp))  # 3.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await stopped(abandoned)
+            committed = await self._still_ours(fenced=True)  # 4.
+        except BaseException:
+            self._abort()
+            raise
+        if committed == self.next_offset:  # 5.
+            self.pipeline.commit()
+            self.committed_offset = self.next_offset
+            self.uncommitted = 0
+            self._metrics.transactions.labels("committed").inc()
+            self.report_state()
+            log.info(
+                "the transaction had committed after all",
+                extra={"fields": {"partition": self.tp.partition, "offset": committed}},
+            )
+            return
+        self._abort()
+        self.next_offset = self.committed_offset
+        self._consumer.seek(self.tp, self.committed_offset)
+
+    def _abort(self) -> None:
+        """The state forgets its changes since the last commit."""
+        self._metrics.transactions.labels("aborted").inc()
         self.pipeline.abort()
         self.uncommitted = 0
-        await self._still_ours(fenced=False)  # 2.
-        abandoned = self.producer
-        self.writer.clear(await self._clients.fenced_producer(self.tp))  # 3.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await stopped(abandoned)
-        await self._still_ours(fenced=True)  # 4.
-        self.next_offset = self.committed_offset  # 5.
-        self._consumer.seek(self.tp, self.committed_offset)
 
     async def close(self) -> None:
         await stopped(self.producer)
 
-    async def _still_ours(self, *, fenced: bool) -> None:
-        """Raise unless the committed offset is still this instance's last commit.
+    async def _still_ours(self, *, fenced: bool) -> int:
+        """The committed offset, unless it says another instance processed the partition
+        (PartitionLost) or the partition was revoked (PartitionRevoked).
 
-        Before the id is taken again (`fenced` False) the offset may read lower than our
-        last commit: a transaction's offsets show only once the coordinator has written its
-        markers, which it does after answering the commit. Only a higher offset, another
-        instance's work, counts then. Once the id is taken again, the coordinator has
-        completed every transaction of the previous epoch, so the offset must be exactly ours.
+        Ours are our last commit and the offsets of the transaction being rewound. Before the
+        id is taken again (`fenced` False) the offset may also read lower than our last
+        commit: a transaction's offsets show only once the coordinator has written its
+        markers, which it does after answering the commit. Once the id is taken again, the
+        coordinator has ended every transaction of the previous epoch, so the offset must be
+        exactly one of ours.
         """
         if self.tp not in self._consumer.assignment():
             raise PartitionRevoked(f"partition {self.tp.partition} was revoked")
         committed = await self._committed()
-        behind = committed < self.committed_offset
-        if committed != self.committed_offset and (fenced or not behind):
+        ours = committed in (self.committed_offset, self.next_offset)
+        if not ours and (fenced or committed > self.committed_offset):
             raise PartitionLost(
                 f"partition {self.tp.partition} was processed by another instance: committed "
                 f"offset {committed}, this instance's last commit {self.committed_offset}"
             )
+        return committed
 
     async def _committed(self) -> int:
         """The group's committed offset for the partition, retried while Kafka is away.

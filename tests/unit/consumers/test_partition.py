@@ -186,6 +186,27 @@ async def test_a_commit_that_never_ends_rewinds_at_the_transaction_timeout() -> 
     assert partition.committed_offset == 5
 
 
+async def test_a_commit_given_up_that_the_coordinator_completed_counts_as_committed() -> None:
+    """A commit whose answer never came may still have committed (the coordinator completed
+    it once the cluster was back): the rewind finds our own offsets committed, keeps the
+    batch in the state and carries on from there, rather than take our own transaction for
+    another instance's work and stop, or process the batch a second time."""
+    journal: list[str] = []
+    consumer = Consumer(committed=0)
+
+    def the_coordinator_completes_our_commit() -> None:
+        consumer.committed_offset = 5
+
+    producer = Producer(journal, hold={"commit": asyncio.Event()})  # the answer never comes
+    clients = Clients(journal, the_coordinator_completes_our_commit)
+    partition = owned_partition(producer, consumer, clients, commit_deadline_s=0.05)
+    partition.process(records(delivery_reports(5)))
+    await partition.commit()
+    assert (partition.committed_offset, consumer.seeks) == (5, [])
+    partition.process(records(delivery_reports(5), first_offset=5))  # retries of the batch
+    assert partition.writer.duplicates == 5
+
+
 async def test_a_partition_revoked_during_a_rewind_is_left_to_the_revocation() -> None:
     """A rewind that finds the partition revoked does nothing more: the next owner takes it."""
     journal: list[str] = []

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -117,10 +118,11 @@ class OwnedPartition:
         (a long outage), and then this instance still owns the partition and carries on.
 
         Steps 1-4 get `commit_deadline_s` (the transaction timeout): past it the coordinator
-        has aborted the transaction, so it can only fail, yet aiokafka may keep retrying a
+        has ended the transaction one way or the other, yet aiokafka may keep retrying a
         transactional request to a broker that came back without ever answering the caller
         (seen after a broker's kill -9: the commit hung, and with it the group's rebalance).
-        A commit that outlives it rewinds like any other failure.
+        A commit that outlives it rewinds like any other failure, and the rewind finds out
+        whether it committed after all.
         """
         started = time.perf_counter()
         producer, writer = self.producer, self.writer
@@ -147,10 +149,7 @@ class OwnedPartition:
             timeout = KafkaTimeoutError(f"no end after {self._commit_deadline_s:g} s")
             await self.rewind("the transaction outlived the transaction timeout", timeout)
             return
-        self.pipeline.commit()  # 5.
-        self.committed_offset = self.next_offset
-        self.uncommitted = 0
-        self._record_commit(time.perf_counter() - started)
+        self._kept(self._tally(), time.perf_counter() - started)  # 5.
 
     async def rewind(self, why: str, error: KafkaError) -> None:
         """Abandon the open transaction and go back to the last commit:
@@ -177,6 +176,7 @@ class OwnedPartition:
             why,
             extra={"fields": {"partition": self.tp.partition, "error": repr(error)}},
         )
+        tally = self._tally()
         self.writer.clear()  # 1.
         try:
             await self._still_ours(fenced=False)  # 2.
@@ -190,11 +190,7 @@ class OwnedPartition:
             self._abort()
             raise
         if committed == self.next_offset:  # 5.
-            self.pipeline.commit()
-            self.committed_offset = self.next_offset
-            self.uncommitted = 0
-            self._metrics.transactions.labels("committed").inc()
-            self.report_state()
+            self._kept(tally)
             log.info(
                 "the transaction had committed after all",
                 extra={"fields": {"partition": self.tp.partition, "offset": committed}},
@@ -258,15 +254,26 @@ class OwnedPartition:
                 return beginning
             await asyncio.sleep(RETRY_PAUSE_S / 10)
 
-    def _record_commit(self, seconds: float) -> None:
-        metrics, writer = self._metrics, self.writer
-        metrics.transaction_seconds.observe(seconds)
+    def _tally(self) -> tuple[int, int, Counter[str]]:
+        """What the open transaction carries, counted: events, duplicates, dead letters."""
+        writer = self.writer
+        return writer.emitted, writer.duplicates, writer.dead_letters
+
+    def _kept(self, tally: tuple[int, int, Counter[str]], seconds: float | None = None) -> None:
+        """The transaction committed: the state keeps its changes, and it is counted."""
+        self.pipeline.commit()
+        self.committed_offset = self.next_offset
+        self.uncommitted = 0
+        metrics = self._metrics
+        if seconds is not None:
+            metrics.transaction_seconds.observe(seconds)
         metrics.transactions.labels("committed").inc()
-        metrics.emitted.inc(writer.emitted)
-        metrics.duplicates.inc(writer.duplicates)
-        for reason, count in writer.dead_letters.items():
+        emitted, duplicates, dead_letters = tally
+        metrics.emitted.inc(emitted)
+        metrics.duplicates.inc(duplicates)
+        for reason, count in dead_letters.items():
             metrics.dead_letters.labels(reason).inc(count)
-        writer.clear()
+        self.writer.clear()
         self.report_state()
 
     def report_state(self) -> None:

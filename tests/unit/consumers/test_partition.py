@@ -36,6 +36,7 @@ def owned_partition(
     clients: Clients,
     committed: int = 0,
     commit_deadline_s: float = 60.0,
+    registry: CollectorRegistry | None = None,
 ) -> OwnedPartition:
     pipeline = PartitionPipeline.from_settings(SETTINGS, "raw", 0)
     writer = DispositionWriter(
@@ -53,7 +54,7 @@ def owned_partition(
         consumer=consumer,  # type: ignore[arg-type]  # a stand-in
         clients=clients,  # type: ignore[arg-type]  # a stand-in
         group_id="group",
-        metrics=ProcessorMetrics(CollectorRegistry()),
+        metrics=ProcessorMetrics(registry or CollectorRegistry()),
         commit_deadline_s=commit_deadline_s,
     )
 
@@ -199,10 +200,21 @@ async def test_a_commit_given_up_that_the_coordinator_completed_counts_as_commit
 
     producer = Producer(journal, hold={"commit": asyncio.Event()})  # the answer never comes
     clients = Clients(journal, the_coordinator_completes_our_commit)
-    partition = owned_partition(producer, consumer, clients, commit_deadline_s=0.05)
+    registry = CollectorRegistry()
+    partition = owned_partition(
+        producer, consumer, clients, commit_deadline_s=0.05, registry=registry
+    )
     partition.process(records(delivery_reports(5)))
     await partition.commit()
     assert (partition.committed_offset, consumer.seeks) == (5, [])
+    counted = {
+        result: registry.get_sample_value(
+            "postback_processor_transactions_total", {"result": result}
+        )
+        for result in ("committed", "aborted")
+    }
+    assert counted == {"committed": 1, "aborted": None}
+    assert registry.get_sample_value("postback_processor_events_emitted_total") == 5
     partition.process(records(delivery_reports(5), first_offset=5))  # retries of the batch
     assert partition.writer.duplicates == 5
 

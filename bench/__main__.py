@@ -5,7 +5,9 @@
 Runs B1-B6, each in its own process with its own broker (a crash or a leaked task in one
 cannot skew the next), writing bench/results/<name>.json. Then reads those files, whether
 just written or left by an earlier run of a single benchmark, and writes
-bench/results/summary.json and the table between the markers in docs/performance.md.
+bench/results/summary.json and the table between the markers in docs/performance.md. A
+benchmark with no result on disk keeps its rows of the table already there (results are not
+committed: on a fresh clone one benchmark's run would otherwise leave a table of one).
 
 Every figure is a ratio against a baseline measured in the same run, because the machines
 are shared and noisy; the table says what each baseline is. `--quick` runs each benchmark
@@ -15,6 +17,7 @@ briefly to check that it works: its figures are not worth publishing (`--no-docs
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +32,8 @@ from bench.support import ROOT, result_path
 DOC = ROOT / "docs" / "performance.md"
 BEGIN = "<!-- bench:summary:begin (written by python -m bench) -->"
 END = "<!-- bench:summary:end -->"
+_ROW = re.compile(r"\| (B\d+) \|")
+_SOURCE = re.compile(r"- (B\d+): ")
 
 
 @dataclass(frozen=True)
@@ -306,7 +311,11 @@ def summary(ids: list[str]) -> tuple[list[Row], dict[str, Any]]:
     return rows, sources
 
 
-def table(rows: list[Row], sources: dict[str, Any]) -> str:
+def table(rows: list[Row], sources: dict[str, Any], kept: str = "") -> str:
+    """The summary table; `kept` is the table now in the docs, whose rows and source lines of
+    benchmarks with no result here are carried over (a fresh clone has no results, and one
+    benchmark's run must not wipe the others' figures)."""
+
     def met(value: bool | None) -> str:
         return "" if value is None else ("met" if value else "**missed**")
 
@@ -314,23 +323,51 @@ def table(rows: list[Row], sources: dict[str, Any]) -> str:
         "| | figure | measured | baseline (same run) | ratio | target | |",
         "|---|---|---|---|---|---|---|",
     ]
-    lines += [
-        f"| {r.id} | {r.figure} | {r.measured} | {r.baseline} | {r.ratio} | {r.target} "
-        f"| {met(r.met)} |"
-        for r in rows
-    ]
-    lines.append("")
-    for id_, source in sources.items():
+    old_rows, old_sources = kept_lines(kept)
+    sourced: list[str] = []
+    for benchmark in BENCHMARKS:
+        id_ = benchmark.id
+        source = sources.get(id_)
+        if source is None:
+            lines += old_rows.get(id_, [])
+            sourced += old_sources.get(id_, [])
+            continue
+        lines += [
+            f"| {r.id} | {r.figure} | {r.measured} | {r.baseline} | {r.ratio} | {r.target} "
+            f"| {met(r.met)} |"
+            for r in rows
+            if r.id == id_
+        ]
         m, code = source["machine"], source["code"]
         load = m.get("load_average_at_start")
-        lines.append(
+        sourced.append(
             f"- {id_}: `{source['file']}`, commit {code.get('commit', '?')}"
             f"{' + uncommitted changes' if code.get('uncommitted_changes') else ''}; "
             f"{m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}, "
             f"Kafka {m.get('kafka', '?')}, aiokafka {m.get('aiokafka', '?')}"
             f"{f', load average at start {load[0]}' if load else ''}"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *sourced]) + "\n"
+
+
+def kept_lines(text: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """A summary table's row lines and source lines, by benchmark id."""
+    rows: dict[str, list[str]] = {}
+    sources: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        row, source = _ROW.match(line), _SOURCE.match(line)
+        if row:
+            rows.setdefault(row[1], []).append(line)
+        elif source:
+            sources.setdefault(source[1], []).append(line)
+    return rows, sources
+
+
+def doc_table() -> str:
+    """The summary table now in docs/performance.md (empty without its markers)."""
+    doc = DOC.read_text()
+    start, end = doc.find(BEGIN), doc.find(END)
+    return doc[start + len(BEGIN) : end] if 0 <= start < end else ""
 
 
 def write_doc(text: str) -> None:
@@ -366,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         "sources": sources,
     }
     result_path("summary").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    text = table(rows, sources)
+    text = table(rows, sources, doc_table())
     print(text)
     if not args.no_docs and not args.quick:
         write_doc(text)

@@ -42,6 +42,14 @@ from consumers.writer import DispositionWriter
 log = logging.getLogger("consumers.processor")
 
 TRIM_EVERY_S = 30.0  # how often freed heap memory goes back to the system (common/memory.py)
+FETCH_MAX_RECORDS = 1000
+"""Most records taken from the consumer at a time (a commit may span several takes).
+
+Each record taken is a handful of small objects until the loop has processed it, and the few
+long-lived objects allocated among them (dedupe and latency entries) keep the interpreter's
+object arenas at that high water for good. Working through a backlog of 2.2 M records (B6),
+taking 5,000 at a time left 58 MiB of arenas holding 38 MB of objects; 1,000 at a time, 44 MiB
+(RSS per dedupe key 41 -> 36 bytes), at the same speed."""
 
 
 class ProcessorFenced(RuntimeError):
@@ -95,7 +103,8 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(
-                    timeout_ms=self._until_next_commit_ms(interval_s), max_records=max_records
+                    timeout_ms=self._until_next_commit_ms(interval_s),
+                    max_records=min(max_records, FETCH_MAX_RECORDS),
                 )
                 if self._failure is not None:
                     raise self._failure

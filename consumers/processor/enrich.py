@@ -301,6 +301,13 @@ _SEPARATORS: Final = str.maketrans("", "", " -().")
 _NOT_A_REGION: Final = frozenset({"001", "ZZ"})
 
 NumberFacts = tuple[str | None, int | None, NumberType | None]
+
+_CACHED_NUMBERS: Final = 16384
+"""Numbers whose facts a process keeps: a never-seen number costs ~19 µs of phonenumbers, the
+largest part of an event. A customer's recurring subscribers (B3's 10,000 recipients) fit;
+in traffic where nearly every message goes to a new number (the simulator's mix) only a
+message's sent and final postbacks and the short codes repeat, and 4,096 entries would hit 98%
+as often. The cache holds ~180 bytes an entry, 2.9 MiB full."""
 _NO_NUMBER: Final[NumberFacts] = (None, None, None)
 
 
@@ -329,7 +336,7 @@ def compact_number(number: str) -> str:
     return compact
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=_CACHED_NUMBERS)
 def _cached_number_facts(number: str) -> NumberFacts:
     compact = compact_number(number)
     if not compact:
@@ -451,12 +458,13 @@ _MILLIS_PART: Final = tuple(f".{millis:03d}" for millis in range(1000))
 _MICROS_PART: Final = tuple(f"{micros:03d}Z" for micros in range(1000))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def _utc_second(epoch_seconds: int) -> str | None:
     """The "YYYY-MM-DDTHH:MM:SS" of an epoch second in UTC; None outside years 1-9999.
 
     Cached because formatting a datetime costs more than the rest of a timestamp's handling,
-    and postbacks arrive many per second: most calls hit.
+    and postbacks arrive many per second: most calls hit. 1,024 seconds of them hit as often
+    as 4,096 in the simulator's mix.
     """
     try:
         moment = datetime.fromtimestamp(epoch_seconds, UTC)

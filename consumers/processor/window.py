@@ -128,8 +128,13 @@ DEFAULT_MAX_KEYS: Final = 4_000_000
 SLOTS_PER_WINDOW: Final = 4
 """More slots forget keys closer to `window_ms` but cost one more run lookup per new key."""
 
-DEFAULT_BUFFER_KEYS: Final = 16_384
-"""Fewest committed keys held in the recent dict before a merge into the runs."""
+DEFAULT_BUFFER_KEYS: Final = 4096
+"""Fewest committed keys held in the recent dict before a merge into the runs.
+
+Each buffered key is a Python object (about 90 bytes with its dict entry) against 16 bytes in a
+run, and every partition holds its own buffer: a small window pays this floor on all of its
+keys. A merge copies one slot's run, so fewer keys per merge cost more copying per key, which
+only matters once the window's share (BUFFER_SHARE) is above the floor anyway."""
 
 BUFFER_SHARE: Final = 64
 """The recent dict is merged once it holds more than the window's keys / BUFFER_SHARE."""

@@ -223,7 +223,8 @@ def test_rebuild_from_a_recent_offset_suffices(make: Make) -> None:
 def test_approx_bytes_tracks_held_keys() -> None:
     """The memory gauge grows with the keys held: ~100 bytes a key while a key waits in the
     dict, under 30 once merged into the packed runs."""
-    buffered, merged = DedupeWindow(WINDOW), DedupeWindow(WINDOW, buffer_keys=1)
+    buffered = DedupeWindow(WINDOW, buffer_keys=20_000)
+    merged = DedupeWindow(WINDOW, buffer_keys=1)
     empty = buffered.approx_bytes(), merged.approx_bytes()
     for window in (buffered, merged):
         for i in range(10_000):

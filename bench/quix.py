@@ -2,13 +2,14 @@
 same run, on the same broker.
 
     python -m bench.quix [--count 200000] [--rounds 3] [--quix-commit-intervals 0.1 5.0]
+                         [--profile]
 
 Needs quixstreams, an optional dependency for benchmarks: `pip install -e '.[bench]'` (what
 `make bench` installs).
 
 What is measured, and against what
 ----------------------------------
-A raw topic of 6 partitions gets `--count` raw records once, as the edge writes them: the
+One raw topic of 6 partitions gets `--count` raw records once, as the edge writes them: the
 simulator's mix (`bench.load.traffic`: delivery reports with their sent and final legs, inbound
 messages, v1 XML, malformed bodies) with provider retries (`testkit.traffic.with_retries`),
 received over the last minutes. Every pass reads that topic as a process of its own, with a
@@ -31,6 +32,11 @@ whole pass, and from its first commit on) and the broker's over the pass. After 
 output topics are read back (`read_committed`): each side must have written exactly one record
 per distinct raw value, or the run fails.
 
+Beside the passes: our pipeline alone (parse, dedupe, enrich, serialise; no Kafka) over the
+same records in this process, which says how much of our CPU per record is the job's own work
+(the quixstreams job's is a JSON parse, a digest and three fields); with `--profile`, one more
+pass of ours with its runtime in this process under cProfile (time per record by function).
+
 Untimed passes of each side over `--warm-up-records` go first (a fresh broker is slow until its
 JIT has seen load); then rounds alternate the order of the passes, so that a drift in the
 machine's load hits both sides. The target is issue 13's aim: ours at twice the records/s of
@@ -41,6 +47,7 @@ Prints a table; writes bench/results/quix.json.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import importlib.util
 import statistics
 import tempfile
@@ -50,9 +57,14 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Final
 
+import uvloop
+
 from bench import support
+from bench.costs import pipeline_alone, profile_report
 from bench.load import edge_records, traffic
 from bench.stack import Stack
+from consumers.settings import ProcessorSettings
+from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import broker_or_configured
 from testkit.kafka_tools import ProducerRecord, count_committed, produce
 from testkit.traffic import with_retries
@@ -73,6 +85,7 @@ class Options:
     # Untimed passes first: in trial runs a first round after 20,000 warm-up records still
     # ran slower on both sides, the broker spending twice its later CPU per record.
     warm_up_records: int = 50_000
+    profile: bool = False  # one more pass of ours, in this process, under cProfile
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,7 @@ class Measured:
         steady = max(1, self.timing.steady_records)
         return {
             **self.timing.summary(),
+            "first_commit_s": round(self.timing.seconds - self.timing.steady_seconds, 2),
             "cpu_us_per_record": round(self.cpu_s / records * 1e6, 1),
             "steady_cpu_us_per_record": round(self.steady_cpu_s / steady * 1e6, 1),
             "broker_cpu_us_per_record": round(self.broker_cpu_s / records * 1e6, 1),
@@ -209,17 +223,23 @@ async def one_pass(
     return Measured(timing, cpu, cpu - cpu_at_first, broker_cpu, peak_kb / 1024, written)
 
 
+async def raw_topic(bootstrap: str, records: list[ProducerRecord]) -> str:
+    """A new raw topic holding `records`."""
+    raw = f"bench.b7.{time.time_ns()}.raw"
+    await support.create_topics(bootstrap, raw)
+    await produce(bootstrap, raw, records)
+    return raw
+
+
 async def passes_over(
     bootstrap: str,
+    raw: str,
     records: list[ProducerRecord],
     order: Sequence[Side],
     watcher: support.CommitWatcher,
 ) -> dict[str, Measured]:
-    """A raw topic of `records`, read by each side in turn; each must write one record per
+    """`raw` (holding `records`) read by each side in turn; each must write one record per
     distinct raw value."""
-    raw = f"bench.b7.{time.time_ns()}.raw"
-    await support.create_topics(bootstrap, raw)
-    await produce(bootstrap, raw, records)
     distinct = len({value for _, value, _, _ in records})
     measured = {}
     for side in order:
@@ -230,6 +250,26 @@ async def passes_over(
             )
         measured[side.name] = result
     return measured
+
+
+async def profiled_pass(
+    bootstrap: str, raw: str, total: int, watcher: support.CommitWatcher
+) -> dict[str, Any]:
+    """One more pass of ours over `raw`, its runtime in this process (as the service runs it,
+    without its HTTP server) under cProfile: where its time goes, per raw record."""
+    with Stack(bootstrap, "b7profile", {"KAFKA_TOPIC_RAW": raw}) as stack:
+        runtime, _ = await support.start_runtime(stack.env)
+        profile, stop = cProfile.Profile(), asyncio.Event()
+        started = time.perf_counter()
+        profile.enable()
+        running = asyncio.create_task(runtime.run(stop))
+        try:
+            timing = await watcher.until(stack.env["PROCESSOR_GROUP_ID"], raw, total, started)
+        finally:
+            profile.disable()
+            stop.set()
+            await running
+    return {"profiled_rate": round(timing.rate), **profile_report(profile, total)}
 
 
 # ------------------------------------------------------------------------------------ report
@@ -249,6 +289,7 @@ def compare(by_side: dict[str, list[dict[str, float]]], baseline: str) -> dict[s
     """Medians per side, and ours against each quixstreams side: records/s (ours / theirs),
     CPU per record (theirs / ours: above 1 when ours costs less), per round and overall."""
     figures = (
+        "first_commit_s",
         "rate",
         "steady_rate",
         "cpu_us_per_record",
@@ -297,23 +338,36 @@ async def bench(options: Options, bootstrap: str) -> dict[str, Any]:
     }
     every = sides(options)
     mix = (options.retry_ratio, options.xml_share, options.malformed_share)
+    records = raw_records(options.count, SEED, *mix)
+    report["input"] = {
+        "records": len(records),
+        "distinct_raw_values": len({value for _, value, _, _ in records}),
+        "retry_ratio": options.retry_ratio,
+        "xml_share": options.xml_share,
+        "malformed_share": options.malformed_share,
+        "partitions": support.PARTITIONS,
+    }
+    # Our pipeline alone (no Kafka), its caches as cold as in a fresh process.
+    settings = ProcessorSettings.from_environ(
+        {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "EVENTS_PSEUDONYM_KEY": DEVELOPMENT_PSEUDONYM_KEY}
+    )
+    report["pipeline_alone"] = {
+        k: round(v, 1) for k, v in pipeline_alone(records, settings).items()
+    }
     async with support.CommitWatcher(bootstrap) as watcher:
         warm_up = raw_records(options.warm_up_records, SEED + 1, *mix)
-        warmed = await passes_over(bootstrap, warm_up, every, watcher)
-        records = raw_records(options.count, SEED, *mix)
-        report["input"] = {
-            "records": len(records),
-            "distinct_raw_values": len({value for _, value, _, _ in records}),
-            "retry_ratio": options.retry_ratio,
-            "xml_share": options.xml_share,
-            "malformed_share": options.malformed_share,
-            "partitions": support.PARTITIONS,
-        }
+        raw = await raw_topic(bootstrap, warm_up)
+        warmed = await passes_over(bootstrap, raw, warm_up, every, watcher)
         by_side: dict[str, list[dict[str, float]]] = {side.name: [] for side in every}
+        raw = await raw_topic(bootstrap, records)
         for round_ in range(options.rounds):
             order = every if round_ % 2 == 0 else every[::-1]
-            for name, measured in (await passes_over(bootstrap, records, order, watcher)).items():
+            for name, measured in (
+                await passes_over(bootstrap, raw, records, order, watcher)
+            ).items():
                 by_side[name].append(measured.summary())
+        if options.profile:
+            report["profile"] = await profiled_pass(bootstrap, raw, len(records), watcher)
     report["warm_up"] = {name: m.summary() for name, m in warmed.items()}
     report["quix_commit_intervals_s"] = {
         side.name: side.quix_commit_interval_s for side in every if not side.is_ours
@@ -331,7 +385,7 @@ def run(options: Options) -> dict[str, Any]:
     if not options.quix_commit_intervals:
         raise support.BenchError("--quix-commit-intervals needs at least one interval")
     with broker_or_configured() as bootstrap:
-        return asyncio.run(bench(options, bootstrap))
+        return uvloop.run(bench(options, bootstrap))
 
 
 def table(report: dict[str, Any]) -> str:
@@ -339,20 +393,26 @@ def table(report: dict[str, Any]) -> str:
         f"{report['input']['records']:,} raw records, "
         f"{report['input']['distinct_raw_values']:,} distinct; medians of "
         f"{len(report['passes'][OURS])} passes each",
-        f"{'':12} {'records/s':>10} {'steady/s':>10} {'CPU µs/rec':>11} {'steady':>8} "
-        f"{'broker':>8} {'peak MiB':>9}",
+        f"{'':12} {'1st commit':>10} {'records/s':>10} {'steady/s':>10} {'CPU µs/rec':>11} "
+        f"{'steady':>8} {'broker':>8} {'peak MiB':>9}",
     ]
     for name, m in report["median"].items():
         lines.append(
-            f"{name:12} {m['rate']:>10,.0f} {m['steady_rate']:>10,.0f} "
-            f"{m['cpu_us_per_record']:>11.1f} {m['steady_cpu_us_per_record']:>8.1f} "
-            f"{m['broker_cpu_us_per_record']:>8.1f} {m['peak_rss_mib']:>9.0f}"
+            f"{name:12} {m['first_commit_s']:>9.1f}s {m['rate']:>10,.0f} "
+            f"{m['steady_rate']:>10,.0f} {m['cpu_us_per_record']:>11.1f} "
+            f"{m['steady_cpu_us_per_record']:>8.1f} {m['broker_cpu_us_per_record']:>8.1f} "
+            f"{m['peak_rss_mib']:>9.0f}"
         )
     for name, r in report["ratio_ours_to"].items():
         lines.append(
             f"ours / {name}: records/s {r['rate']} (rounds {r['rate_per_round']}), "
             f"CPU per record theirs / ours {r['cpu']} (rounds {r['cpu_per_round']})"
         )
+    alone = report["pipeline_alone"]
+    lines.append(
+        f"our pipeline alone, no Kafka: {alone['pipeline_us_per_record']} µs per record "
+        f"(a bare digest-and-set dedupe: {alone['bare_dedupe_us_per_record']})"
+    )
     target = report["target"]
     lines.append(
         f"target: ours >= {target['ratio']}x {target['against']}'s records/s: "

@@ -2,7 +2,7 @@
 
     python -m bench [--only B1,B3] [--quick] [--no-docs]
 
-Runs B1-B6, each in its own process with its own broker (a crash or a leaked task in one
+Runs B1-B7, each in its own process with its own broker (a crash or a leaked task in one
 cannot skew the next), writing bench/results/<name>.json. Then reads those files, whether
 just written or left by an earlier run of a single benchmark, and writes
 bench/results/summary.json and the table between the markers in docs/performance.md. A
@@ -74,6 +74,7 @@ BENCHMARKS = (
         "--count 3000 --http-count 300 --http-max-s 3 --idle-s 1 --settle-s 1 --state-keys 10000",
     ),
     Benchmark("B6", "bench.state", "state", "--keys 20000 --settle-s 1 --steady-after-s 1"),
+    Benchmark("B7", "bench.quix", "quix", "--count 5000 --rounds 1 --warm-up-records 1000"),
 )
 
 
@@ -284,6 +285,50 @@ def b6_rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def b7_rows(r: dict[str, Any]) -> list[Row]:
+    med, target, intervals = r["median"], r["target"], r["quix_commit_intervals_s"]
+    ours = med["ours"]
+    rows = []
+    for name, ratio in r["ratio_ours_to"].items():
+        theirs, interval = med[name], f"{intervals[name]:g} s"
+        if name != target["against"]:
+            rows.append(
+                Row(
+                    "B7",
+                    f"vs quixstreams committing every {interval}: records/s (CPU µs per record)",
+                    f"{_rate(ours['rate'])} ({ours['cpu_us_per_record']:.0f})",
+                    f"quixstreams {_rate(theirs['rate'])} ({theirs['cpu_us_per_record']:.0f})",
+                    f"{ratio['rate']:.2f}",
+                    "",
+                    None,
+                )
+            )
+            continue
+        rows += [
+            Row(
+                "B7",
+                f"processor vs quixstreams (exactly-once, RocksDB), one dedupe job, both "
+                f"committing every {interval}: raw records/s, spawn to all committed",
+                _rate(ours["rate"]),
+                f"quixstreams {_rate(theirs['rate'])}",
+                f"{ratio['rate']:.2f}",
+                f">= {target['ratio']:g} (aim)",
+                bool(target["met"]),
+            ),
+            Row(
+                "B7",
+                "CPU µs per raw record: process (broker)",
+                f"{ours['cpu_us_per_record']:.0f} ({ours['broker_cpu_us_per_record']:.0f})",
+                f"quixstreams {theirs['cpu_us_per_record']:.0f} "
+                f"({theirs['broker_cpu_us_per_record']:.0f})",
+                f"{ratio['cpu']:.2f} (theirs / ours)",
+                "",
+                None,
+            ),
+        ]
+    return rows
+
+
 SUMMARISE: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "B1": b1_rows,
     "B2": b2_rows,
@@ -291,6 +336,7 @@ SUMMARISE: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "B4": b4_rows,
     "B5": b5_rows,
     "B6": b6_rows,
+    "B7": b7_rows,
 }
 
 
@@ -345,6 +391,7 @@ def table(rows: list[Row], sources: dict[str, Any], kept: str = "") -> str:
             f"{' + uncommitted changes' if code.get('uncommitted_changes') else ''}; "
             f"{m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}, "
             f"Kafka {m.get('kafka', '?')}, aiokafka {m.get('aiokafka', '?')}"
+            f"{f', quixstreams {q}' if (q := m.get('quixstreams')) else ''}"
             f"{f', load average at start {load[0]}' if load else ''}"
         )
     return "\n".join([*lines, "", *sourced]) + "\n"
@@ -380,7 +427,7 @@ def write_doc(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6", help="comma-separated ids")
+    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B7", help="comma-separated ids")
     parser.add_argument("--quick", action="store_true", help="short runs: does it work?")
     parser.add_argument("--summary-only", action="store_true", help="run nothing, re-tabulate")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/performance.md")

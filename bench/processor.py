@@ -52,7 +52,6 @@ import functools
 import gc
 import itertools
 import math
-import pstats
 import re
 import statistics
 import sys
@@ -61,8 +60,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from hashlib import blake2b
-from pathlib import Path
 from typing import Any, Final, Protocol
 
 import uvloop
@@ -71,9 +68,9 @@ from prometheus_client import CollectorRegistry
 
 from bench import support
 from bench.bare_loop import BareLoop
+from bench.costs import pipeline_alone, profile_report
 from bench.load import BY_EVENT, Segment, Watcher, produce_at_rate, timed_segment, traffic
 from bench.restore import bare_restore_rate, restore_pass
-from consumers.processor.pipeline import PartitionPipeline
 from consumers.settings import ProcessorSettings
 from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from devstack.kafka import broker_or_configured
@@ -340,34 +337,6 @@ async def warm_up(
     await timed_pass(watcher, runtime, env["PROCESSOR_GROUP_ID"], raw, len(records))
 
 
-# -------------------------------------------------------------------------- pipeline alone
-
-
-def pipeline_alone(records: list[ProducerRecord], settings: ProcessorSettings) -> dict[str, float]:
-    """Per-record CPU of the processor's pipeline and of the bare dedupe, no Kafka at all."""
-    pipeline = PartitionPipeline.from_settings(settings, "bench.raw", 0)
-    gc.collect()
-    started = time.perf_counter()
-    for offset, (_, value, headers, timestamp) in enumerate(records):
-        pipeline.process(value, offset, headers, timestamp or 0)
-        if offset % settings.commit_max_records == settings.commit_max_records - 1:
-            pipeline.commit()
-    pipeline.commit()
-    pipeline_s = time.perf_counter() - started
-    seen: set[bytes] = set()
-    started = time.perf_counter()
-    for _, value, _, _ in records:
-        digest = blake2b(value, digest_size=16).digest()
-        if digest not in seen:
-            seen.add(digest)
-    dedupe_s = time.perf_counter() - started
-    return {
-        "records": len(records),
-        "pipeline_us_per_record": pipeline_s / len(records) * 1e6,
-        "bare_dedupe_us_per_record": dedupe_s / len(records) * 1e6,
-    }
-
-
 # ----------------------------------------------------------------------- commit interval
 
 
@@ -500,30 +469,7 @@ async def profiled_pass(
     profile.enable()
     measured = await timed_pass(watcher, runtime, env["PROCESSOR_GROUP_ID"], raw, total)
     profile.disable()
-    stats = pstats.Stats(profile)
-    entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # untyped internals
-    total_s = sum(entry[2] for entry in entries.values())
-
-    def label(func: tuple[str, int, str]) -> str:
-        path, line, name = func
-        short = "/".join(Path(path).parts[-2:]) if path != "~" else "builtin"
-        return f"{short}:{line}:{name}"
-
-    by_own = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:25]
-    by_cumulative = sorted(entries.items(), key=lambda item: item[1][3], reverse=True)[:40]
-    return {
-        "profiled_rate": round(measured.rate),
-        "profiled_seconds": round(total_s, 2),
-        "columns": ["us_per_record", "calls_per_record"],
-        "own_time": {
-            label(func): [round(entry[2] / total * 1e6, 2), round(entry[1] / total, 3)]
-            for func, entry in by_own
-        },
-        "cumulative_time": {
-            label(func): [round(entry[3] / total * 1e6, 2), round(entry[1] / total, 3)]
-            for func, entry in by_cumulative
-        },
-    }
+    return {"profiled_rate": round(measured.rate), **profile_report(profile, total)}
 
 
 # ---------------------------------------------------------------------------------- report

@@ -43,6 +43,7 @@ SERVICES: Final = {
     "bare_app": Service("bench.bare_app", "BENCH_BARE_APP_PORT", ready_path="/healthz"),
     # No HTTP: whoever uses it waits for its group's first commit.
     "bare_loop": Service("bench.bare_loop", None),
+    "quix_job": Service("bench.quix_job", None),  # B7's other side; needs the bench extra
 }
 
 

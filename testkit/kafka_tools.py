@@ -4,7 +4,7 @@ from Kafka."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -63,8 +63,10 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every committed record of `topic` right now: reads up to the last stable offsets."""
+async def _committed_batches(
+    bootstrap: str, topic: str
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """The committed records of `topic` up to its last stable offsets right now, in batches."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )
@@ -74,18 +76,27 @@ async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
-        records: list[ConsumerRecord[bytes, bytes]] = []
         pending = {tp for tp in partitions if ends[tp] > 0}
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=500)
             for tp, batch in batches.items():
-                records.extend(record for record in batch if record.offset < ends[tp])
+                yield [record for record in batch if record.offset < ends[tp]]
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
-        return records
     finally:
         await consumer.stop()
+
+
+async def read_all_committed(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every committed record of `topic` right now: reads up to the last stable offsets."""
+    return [record async for batch in _committed_batches(bootstrap, topic) for record in batch]
+
+
+async def count_committed(bootstrap: str, topic: str) -> int:
+    """How many committed records `topic` holds right now, keeping none of them: its offsets
+    would also count transaction markers and aborted records."""
+    return sum([len(batch) async for batch in _committed_batches(bootstrap, topic)])
 
 
 async def produce(

@@ -458,13 +458,13 @@ _MILLIS_PART: Final = tuple(f".{millis:03d}" for millis in range(1000))
 _MICROS_PART: Final = tuple(f"{micros:03d}Z" for micros in range(1000))
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=4096)
 def _utc_second(epoch_seconds: int) -> str | None:
     """The "YYYY-MM-DDTHH:MM:SS" of an epoch second in UTC; None outside years 1-9999.
 
     Cached because formatting a datetime costs more than the rest of a timestamp's handling,
-    and postbacks arrive many per second: most calls hit. 1,024 seconds of them hit as often
-    as 4,096 in the simulator's mix.
+    and postbacks arrive many per second: most calls hit (B3's input spans ~3,700 seconds:
+    at 1,024 entries a fifth of its calls missed).
     """
     try:
         moment = datetime.fromtimestamp(epoch_seconds, UTC)

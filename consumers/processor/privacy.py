@@ -50,12 +50,13 @@ def is_sender_id(value: str) -> bool:
 class Privacy:
     """Applies the privacy settings to events; any number of them share one pseudonym cache."""
 
-    __slots__ = ("_include_content", "_key")
+    __slots__ = ("_cached_published", "_include_content", "_key")
 
     def __init__(self, key: bytes | None, *, include_content: bool) -> None:
         """`key` None publishes numbers as given; `include_content` keeps message content."""
         self._key = key
         self._include_content = include_content
+        self._cached_published = _published_cache(key) if key is not None else _as_given
 
     @classmethod
     def from_settings(cls, settings: ProcessorSettings) -> Privacy:
@@ -70,15 +71,16 @@ class Privacy:
         if key is not None:
             # The cached path inline: this runs for every event.
             sender, recipient = event["from"], event["to"]
+            cached = self._cached_published
             if sender is not None:
                 event["from"] = (
-                    _cached_published(key, sender)
+                    cached(sender)
                     if len(sender) <= _CACHED_NUMBER_MAX_CHARS
                     else _published(key, sender)
                 )
             if recipient is not None:
                 event["to"] = (
-                    _cached_published(key, recipient)
+                    cached(recipient)
                     if len(recipient) <= _CACHED_NUMBER_MAX_CHARS
                     else _published(key, recipient)
                 )
@@ -103,7 +105,7 @@ class Privacy:
             return number
         if len(number) > _CACHED_NUMBER_MAX_CHARS:
             return _published(self._key, number)  # never cache what a hostile body makes large
-        return _cached_published(self._key, number)
+        return self._cached_published(number)
 
     def pseudonym(self, value: str) -> str:
         """The keyed pseudonym of a number (or any identifier); needs a key."""
@@ -134,13 +136,23 @@ def _pseudonym(key: bytes, value: str) -> str:
 
 
 # Numbers repeat (a message's sent and final postbacks, a subscriber's messages, the same few
-# short codes), and an HMAC costs more than the rest of an event's privacy. One cache for the
-# process, keyed by key and number: the pipelines of every partition share it, and it outlives
-# a partition moving away and back. Smaller than enrichment's number cache (an HMAC costs ~1 µs,
-# phonenumbers ~19): an entry holds ~330 bytes; at 16,384 entries this cache was 5 MiB of the
-# ~37 MiB that B6 measured in the process besides its dedupe keys.
-_CACHED_PSEUDONYMS: Final = 4096
-_cached_published: Final = functools.lru_cache(maxsize=_CACHED_PSEUDONYMS)(_published)
+# short codes), and an HMAC costs more than the rest of an event's privacy. One cache per key
+# for the process: the pipelines of every partition share it, and it outlives a partition
+# moving away and back. Keyed by the number alone (the key is the cache's), an entry holds
+# ~230 bytes: 3.5 MiB full, room for B3's 10,000 recurring recipients (an LRU cache smaller than
+# a recurring set hits nothing: at 4,096 entries B3's pipeline hashed 1.5 more numbers a record).
+_CACHED_PSEUDONYMS: Final = 16384
+
+
+@functools.cache
+def _published_cache(key: bytes) -> Callable[[str], str]:
+    return functools.lru_cache(maxsize=_CACHED_PSEUDONYMS)(functools.partial(_published, key))
+
+
+def _as_given(number: str) -> str:
+    return number
+
+
 _cached_pseudonym: Final = functools.lru_cache(maxsize=_CACHED_PSEUDONYMS)(_pseudonym)
 
 

@@ -437,10 +437,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark ids: {sorted(unknown)}")
     durations = {}
+    failed: list[str] = []
     if not args.summary_only:
         for benchmark in BENCHMARKS:
-            if benchmark.id in ids:
+            if benchmark.id not in ids:
+                continue
+            try:
                 durations[benchmark.id] = round(run_benchmark(benchmark, quick=args.quick), 1)
+            except subprocess.CalledProcessError as error:
+                # The others' results are still worth tabulating; this one's table rows stay
+                # as they were (an older result on disk is tabulated with its own commit).
+                print(f"== {benchmark.id} failed: {error}", file=sys.stderr, flush=True)
+                failed.append(benchmark.id)
     # Every result on disk, not only those just run: a single benchmark's run keeps the rest.
     rows, sources = summary([benchmark.id for benchmark in BENCHMARKS])
     report = {
@@ -454,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if not args.no_docs and not args.quick:
         write_doc(text)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

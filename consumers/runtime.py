@@ -48,8 +48,8 @@ FETCH_MAX_RECORDS = 1000
 Each record taken is a handful of small objects until the loop has processed it, and the few
 long-lived objects allocated among them (dedupe and latency entries) keep the interpreter's
 object arenas at that high water for good. Working through a backlog of 2.2 M records (B6),
-taking 5,000 at a time left 58 MiB of arenas holding 38 MB of objects; 1,000 at a time, 44 MiB
-(RSS per dedupe key 41 -> 36 bytes), at the same speed."""
+taking 5,000 at a time left 58 MiB of arenas holding 39 MB of objects; 1,000 at a time, 44 MiB
+(RSS per dedupe key 41 -> 36 bytes); alternated B3 runs showed no difference in speed."""
 
 
 class ProcessorFenced(RuntimeError):

@@ -410,19 +410,25 @@ def kept_lines(text: str) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     return rows, sources
 
 
+def _table_span(doc: str) -> tuple[int, int] | None:
+    """Where the summary table sits in `doc`: from the end of BEGIN to the start of END."""
+    start, end = doc.find(BEGIN), doc.find(END)
+    return (start + len(BEGIN), end) if 0 <= start < end else None
+
+
 def doc_table() -> str:
     """The summary table now in docs/performance.md (empty without its markers)."""
     doc = DOC.read_text()
-    start, end = doc.find(BEGIN), doc.find(END)
-    return doc[start + len(BEGIN) : end] if 0 <= start < end else ""
+    span = _table_span(doc)
+    return doc[span[0] : span[1]] if span else ""
 
 
 def write_doc(text: str) -> None:
     doc = DOC.read_text()
-    start, end = doc.find(BEGIN), doc.find(END)
-    if start < 0 or end < start:
+    span = _table_span(doc)
+    if span is None:
         raise SystemExit(f"{DOC} lacks the markers {BEGIN!r} ... {END!r}")
-    DOC.write_text(doc[: start + len(BEGIN)] + "\n\n" + text + "\n" + doc[end:])
+    DOC.write_text(doc[: span[0]] + "\n\n" + text + "\n" + doc[span[1] :])
 
 
 def main(argv: list[str] | None = None) -> int:

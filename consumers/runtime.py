@@ -99,12 +99,13 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         settings = self._settings
         interval_s = settings.commit_interval_ms / 1000
         max_records = settings.commit_max_records
+        fetch_max_records = min(max_records, FETCH_MAX_RECORDS)
         next_trim = time.monotonic() + TRIM_EVERY_S
         try:
             while not stop.is_set():
                 batches = await self._consumer.getmany(
                     timeout_ms=self._until_next_commit_ms(interval_s),
-                    max_records=min(max_records, FETCH_MAX_RECORDS),
+                    max_records=fetch_max_records,
                 )
                 if self._failure is not None:
                     raise self._failure

@@ -56,6 +56,7 @@ class Privacy:
         """`key` None publishes numbers as given; `include_content` keeps message content."""
         self._key = key
         self._include_content = include_content
+        # Without a key every number is published as given: the "cache" is the identity.
         self._cached_published = _published_cache(key) if key is not None else _as_given
 
     @classmethod
@@ -101,9 +102,7 @@ class Privacy:
     def published(self, number: str) -> str:
         """A sender or recipient as published: sender ids (and, without a key, every number)
         as given, else the pseudonym."""
-        if self._key is None:
-            return number
-        if len(number) > _CACHED_NUMBER_MAX_CHARS:
+        if self._key is not None and len(number) > _CACHED_NUMBER_MAX_CHARS:
             return _published(self._key, number)  # never cache what a hostile body makes large
         return self._cached_published(number)
 

@@ -139,8 +139,13 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         return max(0, math.ceil((min(waiting) + interval_s - time.monotonic()) * 1000))
 
     def _start_commit(self, owned: OwnedPartition) -> None:
-        """Commit in the background, the partition paused until it is done."""
-        self._consumer.pause(owned.tp)
+        """Commit in the background, the partition paused until it is done.
+
+        The partition may have left the consumer's assignment before the revocation callback
+        runs (a processor frozen past its session timeout): nothing to pause then, and the
+        commit finds out whether the partition is still ours."""
+        if owned.tp in self._consumer.assignment():
+            self._consumer.pause(owned.tp)
         owned.busy = asyncio.create_task(
             self._committed(owned), name=f"commit-{owned.tp.partition}"
         )
@@ -158,7 +163,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             self._failure = error
         finally:
             owned.busy = None
-            if self._owned.get(owned.tp) is owned:
+            if self._owned.get(owned.tp) is owned and owned.tp in self._consumer.assignment():
                 self._consumer.resume(owned.tp)
 
     # ------------------------------------------------------------------ rebalance callbacks

@@ -97,8 +97,9 @@ def test_an_exception_follows_its_line_indented() -> None:
 
 def test_colour_marks_levels_and_disappears_without_it() -> None:
     """Coloured, the text is the same once the escape codes are taken out."""
-    plain = ConsoleFormatter(color=False).format(record("ready", level=logging.WARNING))
-    coloured = ConsoleFormatter(color=True).format(record("ready", level=logging.WARNING))
+    ready = record("ready", level=logging.WARNING)  # one record: one time stamp for both
+    plain = ConsoleFormatter(color=False).format(ready)
+    coloured = ConsoleFormatter(color=True).format(ready)
 
     assert ANSI.search(coloured)
     assert not ANSI.search(plain)

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import TopicPartition
 
 from common import raw_record
@@ -186,11 +187,17 @@ class GroupConsumer(Consumer):
         return ready[0]
 
     def pause(self, tp: TopicPartition) -> None:
+        self._assigned(tp)
         self.paused.add(tp)
 
     def resume(self, tp: TopicPartition) -> None:
+        self._assigned(tp)
         self.paused.discard(tp)
         self.arrived.set()
+
+    def _assigned(self, tp: TopicPartition) -> None:
+        if tp not in self.owned:  # as aiokafka's subscription state refuses it
+            raise IllegalStateError(f"No current assignment for partition {tp}")
 
     def partitions_for_topic(self, topic: str) -> set[int]:
         return {tp.partition for tp in self.owned}

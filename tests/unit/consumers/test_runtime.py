@@ -72,3 +72,28 @@ async def test_a_partition_whose_commit_hangs_holds_up_no_other_partition() -> N
         "begin", "send_batch", "send postbacks.processor-state", "offsets 10", "commit",
         "begin", "send_batch", "send postbacks.processor-state", "offsets 20", "commit",
     ]  # fmt: skip
+
+
+async def test_a_partition_gone_from_the_assignment_before_its_revocation_still_commits() -> None:
+    """A processor frozen past its session timeout wakes with partitions the group already
+    took away, before the revocation callback has run: its due commit must not crash the
+    loop by pausing a partition the consumer no longer has (the zombie drill saw exit 1,
+    IllegalStateError, instead of the fenced exit); the commit itself finds out."""
+    tp = TopicPartition("raw", 0)
+    consumer = GroupConsumer(partitions=1)
+    journal: list[str] = []
+    runtime = ProcessorRuntime(
+        SETTINGS,
+        ProcessorMetrics(CollectorRegistry()),
+        LoopClients(consumer, {0: Producer(journal)}),  # type: ignore[arg-type]  # stand-ins
+    )
+    await runtime.on_partitions_assigned([tp])
+    await until(lambda: runtime.assigned == [0])
+    stop = asyncio.Event()
+    running = asyncio.create_task(runtime.run(stop))
+    consumer.feed(tp, records(delivery_reports(5), partition=0))
+    consumer.owned = set()  # the group moved on while this instance was frozen
+    await until(lambda: "commit" in journal or running.done())
+    stop.set()
+    await running
+    assert journal.count("commit") == 1

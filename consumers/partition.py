@@ -28,7 +28,9 @@ from consumers.writer import DispositionWriter
 log = logging.getLogger("consumers.processor")
 
 RETRY_PAUSE_S: Final = 1.0
-UNKNOWN_OFFSET_PATIENCE_S: Final = 30.0
+# How long the group's committed offset may lag behind what this instance knows it committed
+# (missing, or lower) before the rewind believes what it reads.
+LAGGING_OFFSET_PATIENCE_S: Final = 30.0
 
 
 class PartitionLost(RuntimeError):
@@ -216,19 +218,46 @@ class OwnedPartition:
         Ours are our last commit and the offsets of the transaction being rewound. Before the
         id is taken again (`fenced` False) the offset may also read lower than our last
         commit: a transaction's offsets show only once the coordinator has written its
-        markers, which it does after answering the commit. Once the id is taken again, the
-        coordinator has ended every transaction of the previous epoch, so the offset must be
-        exactly one of ours.
+        markers, which it does after answering the commit. Once the id is taken again, every
+        transaction of the previous epoch has ended, so the offset must come to be one of
+        ours; yet right after a broker restart the group can still show the offset before our
+        last commit for a moment (seen with Kafka 4.4 on one broker). No other instance can
+        move the offset backwards while this one is a member (a reset needs an empty group),
+        so a lower offset is read again until ours shows, for `LAGGING_OFFSET_PATIENCE_S`.
         """
         if self.tp not in self._consumer.assignment():
             raise PartitionRevoked(f"partition {self.tp.partition} was revoked")
         committed = await self._committed()
+        if fenced and committed < self.committed_offset:
+            committed = await self._caught_up(committed)
         ours = committed in (self.committed_offset, self.next_offset)
         if not ours and (fenced or committed > self.committed_offset):
             raise PartitionLost(
                 f"partition {self.tp.partition} was processed by another instance: committed "
                 f"offset {committed}, this instance's last commit {self.committed_offset}"
             )
+        return committed
+
+    async def _caught_up(self, committed: int) -> int:
+        """The committed offset read again until it is no longer below our last commit, or
+        until `LAGGING_OFFSET_PATIENCE_S` ran out; logged either way, as it is rare."""
+        started = time.monotonic()
+        while committed < self.committed_offset:
+            if time.monotonic() - started > LAGGING_OFFSET_PATIENCE_S:
+                break
+            await asyncio.sleep(RETRY_PAUSE_S / 10)
+            committed = await self._committed()
+        log.warning(
+            "the committed offset lagged behind this instance's last commit",
+            extra={
+                "fields": {
+                    "partition": self.tp.partition,
+                    "offset": committed,
+                    "last_commit": self.committed_offset,
+                    "waited_s": round(time.monotonic() - started, 3),
+                }
+            },
+        )
         return committed
 
     async def _committed(self) -> int:
@@ -239,7 +268,7 @@ class OwnedPartition:
         not visible): a missing offset is read again, until the one the partition had since
         it was opened shows, or another one does.
         """
-        deadline = time.monotonic() + UNKNOWN_OFFSET_PATIENCE_S
+        deadline = time.monotonic() + LAGGING_OFFSET_PATIENCE_S
         while True:
             try:
                 committed = await self._consumer.committed(self.tp)

@@ -117,6 +117,7 @@ class Producer:
 class Consumer:
     def __init__(self, committed: int) -> None:
         self.committed_offset = committed
+        self.lagging: list[int] = []  # what the next reads say before `committed_offset` does
         self.owned = {TP}
         self.seeks: list[int] = []
 
@@ -124,7 +125,7 @@ class Consumer:
         return self.owned
 
     async def committed(self, tp: TopicPartition) -> int | None:
-        return self.committed_offset
+        return self.lagging.pop(0) if self.lagging else self.committed_offset
 
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         return dict.fromkeys(tps, 0)

@@ -124,28 +124,72 @@ async def test_a_rewind_does_not_fence_an_owner_that_already_committed() -> None
     assert "fence" not in journal
 
 
-async def test_our_own_last_commit_not_visible_yet_is_no_reason_to_stop() -> None:
-    """Right after a commit the group can still report the offset before it (the commit's
-    markers are written after the commit was answered): before the id is taken again, a lower
-    offset is ours, pending, and the rewind carries on; taking the id completes it."""
+async def committed_then_failing(consumer: Consumer) -> tuple[OwnedPartition, Clients]:
+    """A partition that committed records 0-4 and holds 5-9 in a transaction whose commit
+    fails: the test sets what the group shows, and calls `commit` to rewind."""
     journal: list[str] = []
-    consumer = Consumer(committed=0)
     producer = Producer(journal)
     clients = Clients(journal)
     partition = owned_partition(producer, consumer, clients)
     partition.process(records(delivery_reports(5)))
     await partition.commit()  # committed at 5, as far as this instance knows
+    producer.fail["commit"] = KafkaError("request timed out")
+    partition.process(records(delivery_reports(5, seed=2), first_offset=5))
+    return partition, clients
+
+
+async def test_our_own_last_commit_not_visible_yet_is_no_reason_to_stop() -> None:
+    """Right after a commit the group can still report the offset before it (the commit's
+    markers are written after the commit was answered): before the id is taken again, a lower
+    offset is ours, pending, and the rewind carries on; taking the id completes it."""
+    consumer = Consumer(committed=0)
+    partition, clients = await committed_then_failing(consumer)
     consumer.committed_offset = 0  # ...but the group still says 0: markers pending
 
     def markers_written() -> None:
         consumer.committed_offset = 5
 
     clients.meanwhile = markers_written
-    producer.fail["commit"] = KafkaError("request timed out")
-    partition.process(records(delivery_reports(5, seed=2), first_offset=5))
     await partition.commit()
     assert consumer.seeks == [5]
     assert partition.producer is clients.producers[0]
+
+
+async def test_our_last_commit_read_lower_after_the_id_is_taken_again_is_waited_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Right after a broker restart the group can show the offset before our last commit
+    even once the id is taken again (seen in CI: "committed offset 500, this instance's last
+    commit 1000"). Nobody else can move the offset backwards, so the rewind reads it again
+    until ours shows, and carries on rather than stop the processor."""
+    consumer = Consumer(committed=0)
+    partition, clients = await committed_then_failing(consumer)
+    consumer.committed_offset = 5
+
+    def broker_restarted() -> None:
+        consumer.lagging = [0, 0, 0]  # the id is taken: what the group shows for a moment
+
+    clients.meanwhile = broker_restarted
+    await partition.commit()
+    assert consumer.lagging == []
+    assert consumer.seeks == [5]
+    assert partition.producer is clients.producers[0]
+    said = [r.getMessage() for r in caplog.records if "lagged" in r.getMessage()]
+    assert said == ["the committed offset lagged behind this instance's last commit"]
+
+
+async def test_an_offset_that_stays_below_our_last_commit_stops_the_partition(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the patience, what the group says wins: the partition is lost, not written again
+    from an offset this instance did not commit."""
+    monkeypatch.setattr("consumers.partition.LAGGING_OFFSET_PATIENCE_S", 0.05)
+    consumer = Consumer(committed=0)
+    partition, _ = await committed_then_failing(consumer)
+    consumer.committed_offset = 3
+    with pytest.raises(PartitionLost, match="committed offset 3"):
+        await partition.commit()
+    assert consumer.seeks == []
 
 
 async def test_fenced_after_an_outage_that_outlived_the_transaction_timeout_carries_on() -> None:

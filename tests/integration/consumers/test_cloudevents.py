@@ -120,6 +120,6 @@ async def test_a_replay_writes_the_same_records_as_the_live_processor(
         return sorted((r.key, r.value, list(r.headers)) for r in records)
 
     live = await read_all_committed(bootstrap, processor_env["KAFKA_TOPIC_EVENTS"])
-    replayed = await read_all_committed(bootstrap, replayed_topic)
+    copied = await read_all_committed(bootstrap, replayed_topic)
     assert len(live) == len(samples)
-    assert written(replayed) == written(live)
+    assert written(copied) == written(live)

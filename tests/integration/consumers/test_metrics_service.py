@@ -54,7 +54,7 @@ def pipeline_events() -> list[dict[str, object]]:
     for offset, (_kind, body) in enumerate(all_valid()):
         notification = parse(body)
         meta = RawMeta("postbacks.raw", 0, offset, RECEIVED_AT_MS + offset, "mt")
-        event = enrich(notification, meta, Identity().digest(notification))
+        event: dict[str, object] = dict(enrich(notification, meta, Identity().digest(notification)))
         event["delivery_latency_ms"] = None
         event["delivery_latency_final_first"] = None
         if event["tracking_id"] is not None and event["status"] in FINAL_DELIVERY_STATUSES:

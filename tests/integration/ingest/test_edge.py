@@ -8,6 +8,7 @@ import contextlib
 import gc
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -44,7 +45,11 @@ BODIES = {
 
 
 async def post(
-    client: httpx.AsyncClient, edge: RunningEdge, body: bytes, path: str = "/postbacks/mt", **kw
+    client: httpx.AsyncClient,
+    edge: RunningEdge,
+    body: bytes,
+    path: str = "/postbacks/mt",
+    **kw: Any,
 ) -> httpx.Response:
     return await client.post(edge.url + path, content=body, **kw)
 
@@ -183,8 +188,8 @@ async def test_clients_outside_the_allowlist_get_403(
         assert forged.status_code == 403
         assert edge.metric("postback_edge_refusals_total", reason="client_not_allowed") == 2
         # A client refused by the allowlist cannot make up source labels: `other`, not `mt`.
-        refused = {"source": "other", "status": "403"}
-        assert edge.metric("postback_edge_requests_total", **refused) == 2
+        labels = {"source": "other", "status": "403"}
+        assert edge.metric("postback_edge_requests_total", **labels) == 2
         assert edge.metric("postback_edge_requests_total", source="mt", status="403") == 0
         assert (await client.get(edge.url + "/healthz")).status_code == 200
         assert await topic_size(kafka_bootstrap, edge.settings.topics.raw.name) == 0

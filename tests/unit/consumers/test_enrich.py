@@ -27,7 +27,7 @@ META = RawMeta(
 
 def event_of(body: bytes, meta: RawMeta = META) -> dict[str, object]:
     notification = parse(body)
-    return enrich(notification, meta, digest(notification))
+    return dict(enrich(notification, meta, digest(notification)))
 
 
 # kind -> (status, is_final, is_error, sent_as, tracking_id), read off postback-formats.md.

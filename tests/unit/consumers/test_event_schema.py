@@ -98,7 +98,7 @@ def test_events_without_edge_facts_validate() -> None:
 
 def test_schema_rejects_unknown_top_level_fields() -> None:
     """New facts belong in `extra` or in a schema change, never slipped in at the top level."""
-    event = event_of(load("v2/sms_mt_n202"))
+    event: dict[str, Any] = dict(event_of(load("v2/sms_mt_n202")))
     event["surprise"] = 1
     with pytest.raises(jsonschema.ValidationError):
         VALIDATOR.validate(event)
@@ -106,7 +106,7 @@ def test_schema_rejects_unknown_top_level_fields() -> None:
 
 def test_schema_rejects_a_missing_field() -> None:
     """Every field is always present (null when unknown), so tables get stable columns."""
-    event = event_of(load("v2/sms_mt_n202"))
+    event: dict[str, Any] = dict(event_of(load("v2/sms_mt_n202")))
     del event["tracking_id"]
     with pytest.raises(jsonschema.ValidationError):
         VALIDATOR.validate(event)
@@ -171,7 +171,7 @@ def test_docs_example_is_real_output() -> None:
 
 def test_events_annotated_by_the_latency_join_validate() -> None:
     """The processor's latency join fills two fields; what it writes is still a valid event."""
-    event = event_of(load("v2/mms_mt_n102"))
+    event: dict[str, Any] = dict(event_of(load("v2/mms_mt_n102")))
     assert event["delivery_latency_ms"] is None
     assert event["delivery_latency_final_first"] is None
     event["delivery_latency_ms"] = 31_491

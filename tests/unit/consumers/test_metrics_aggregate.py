@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -83,7 +84,7 @@ class Harness:
             self.instruments, top_operators=top_operators, top_countries=top_countries
         )
 
-    def add(self, *events: dict[str, object]) -> None:
+    def add(self, *events: Mapping[str, object]) -> None:
         for one in events:
             assert self.aggregator.consume(orjson.dumps(one)) is None
 

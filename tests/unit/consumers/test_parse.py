@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from consumers.dlq import DeadLetterReason
 from consumers.processor.parse import MAX_DEPTH, REASONS, Notification, Unparseable, parse
 from testkit.samples import all_malformed, all_valid, load
 
@@ -72,7 +73,7 @@ def test_reasons_are_short_snake_case_labels() -> None:
 
 def test_detail_is_bounded() -> None:
     """A huge detail cannot bloat a dead-letter header."""
-    error = Unparseable("invalid_json", "x" * 10_000)
+    error = Unparseable(DeadLetterReason.INVALID_JSON, "x" * 10_000)
     assert len(error.detail) <= 200
 
 

@@ -40,7 +40,7 @@ def owned_partition(
 ) -> OwnedPartition:
     pipeline = PartitionPipeline.from_settings(SETTINGS, "raw", 0)
     writer = DispositionWriter(
-        producer,  # type: ignore[arg-type]  # a stand-in
+        producer,
         events_topic="events",
         dlq_topic="dlq",
         partitioner=EventPartitioner(0, 1, 1),
@@ -51,7 +51,7 @@ def owned_partition(
         writer=writer,
         changelog=Changelog("state", 0, b"keys"),
         committed_offset=committed,
-        consumer=consumer,  # type: ignore[arg-type]  # a stand-in
+        consumer=consumer,
         clients=clients,  # type: ignore[arg-type]  # a stand-in
         group_id="group",
         metrics=ProcessorMetrics(registry or CollectorRegistry()),

@@ -103,7 +103,7 @@ def event_or_refusal(
         event = enrich(notification, META, digest(notification))
         VALIDATOR.validate(event)
         assert orjson.loads(orjson.dumps(event)) == event
-        return event
+        return dict(event)
     assert refusal.reason in REASONS
     assert len(digest_raw(body)) == 16
     return refusal

@@ -48,7 +48,7 @@ async def test_a_partition_whose_commit_hangs_holds_up_no_other_partition() -> N
     runtime = ProcessorRuntime(
         SETTINGS,
         ProcessorMetrics(CollectorRegistry()),
-        LoopClients(consumer, producers),  # type: ignore[arg-type]  # stand-ins
+        LoopClients(consumer, producers),
     )
     await runtime.on_partitions_assigned([stuck, flowing])
     await until(lambda: runtime.assigned == [0, 1])
@@ -59,7 +59,7 @@ async def test_a_partition_whose_commit_hangs_holds_up_no_other_partition() -> N
     for n in range(3):
         await until(lambda: stuck in consumer.paused)  # its commit began, and hangs
         consumer.feed(flowing, records(bodies[10 * n : 10 * n + 10], 10 * n, partition=1))
-        await until(lambda n=n: journals[1].count("commit") == n + 1)
+        await until(lambda: journals[1].count("commit") == n + 1)  # noqa: B023 - awaited here
     assert "commit" not in journals[0]
     # Waiting on a commit is no reason to poll without waiting: the loop does not spin.
     assert consumer.waits.count(0) < 10
@@ -85,7 +85,7 @@ async def test_a_partition_gone_from_the_assignment_before_its_revocation_still_
     runtime = ProcessorRuntime(
         SETTINGS,
         ProcessorMetrics(CollectorRegistry()),
-        LoopClients(consumer, {0: Producer(journal)}),  # type: ignore[arg-type]  # stand-ins
+        LoopClients(consumer, {0: Producer(journal)}),
     )
     await runtime.on_partitions_assigned([tp])
     await until(lambda: runtime.assigned == [0])

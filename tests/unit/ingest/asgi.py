@@ -131,9 +131,11 @@ async def lifespan(app: ASGIApp) -> AsyncIterator[None]:
     """The app between its lifespan's start-up and shutdown, as a server runs it."""
     to_app: asyncio.Queue[Message] = asyncio.Queue()
     from_app: asyncio.Queue[Message] = asyncio.Queue()
-    running = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}}, to_app.get, from_app.put)
-    )
+
+    async def serve() -> None:
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}}, to_app.get, from_app.put)
+
+    running = asyncio.create_task(serve())
     await to_app.put({"type": "lifespan.startup"})
     assert (await from_app.get())["type"] == "lifespan.startup.complete"
     try:

@@ -23,6 +23,7 @@ from consumers.settings import ProcessorSettings
 log = logging.getLogger("consumers.processor")
 
 RETRY_PAUSE_S: Final = 1.0
+STOP_PATIENCE_S: Final = 10.0  # how long a client's stop may take before it is left to itself
 LOG_EVERY: Final = 30  # attempts between two warnings while a producer cannot be initialised
 # Events are ~1 KB: the 16 KB default fills every ~14 records and each full batch is its own
 # produce request. Stay under the broker's 1 MiB limit.
@@ -145,11 +146,27 @@ class KafkaClients:
         )
 
 
-async def stopped(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
-    """Stop a client; shielded, so that the stop completes even if the caller is cancelled
-    while waiting for it (the cancellation still reaches the caller)."""
+async def stopped(
+    client: AIOKafkaProducer | AIOKafkaConsumer, patience_s: float = STOP_PATIENCE_S
+) -> None:
+    """Stop a client, waiting `patience_s` at most; shielded, so that the stop goes on even if
+    the caller is cancelled while waiting for it (the cancellation still reaches the caller).
+
+    A producer's stop first waits until Kafka took every batch it holds, and aiokafka can
+    retry a request forever to a broker back from a kill -9 (see `OwnedPartition.commit`):
+    such a stop would hold up the processor's shutdown, past any orchestrator's grace period.
+    Past `patience_s` the client is left to itself. That loses nothing: the processor's
+    producers are transactional, and what an unfinished transaction wrote is aborted by the
+    coordinator and never read.
+    """
     try:
-        await asyncio.shield(client.stop())
+        async with asyncio.timeout(patience_s):
+            await asyncio.shield(client.stop())
+    except TimeoutError:
+        log.warning(
+            "a Kafka client did not stop in time; left to itself",
+            extra={"fields": {"client": type(client).__name__, "waited_s": patience_s}},
+        )
     except asyncio.CancelledError:
         raise
     except Exception:  # a client failing to stop is already gone for us

@@ -9,7 +9,6 @@ paused meanwhile; a partition whose brokers are slow or gone holds up only itsel
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -184,9 +183,7 @@ class OwnedPartition:
             await self._still_ours(fenced=False)  # 2.
             abandoned = self.producer
             self.writer.clear(await self._clients.fenced_producer(self.tp))  # 3.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await stopped(abandoned)
+            await stopped(abandoned, patience_s=5)
             committed = await self._still_ours(fenced=True)  # 4.
         except BaseException:
             self._abort()

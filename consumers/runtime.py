@@ -294,6 +294,10 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
 
     async def _shutdown(self) -> None:
         """Finish open transactions (or leave them to be aborted if fenced), leave the group."""
+        log.info(
+            "stopping: finishing open transactions, then leaving the group",
+            extra={"fields": {"partitions": _ids(self._owned)}},
+        )
         await self._cancel_opening()
         for tp in list(self._owned):
             owned = self._owned.pop(tp, None)

@@ -157,7 +157,8 @@ async def stopped(
     such a stop would hold up the processor's shutdown, past any orchestrator's grace period.
     Past `patience_s` the client is left to itself. That loses nothing: the processor's
     producers are transactional, and what an unfinished transaction wrote is aborted by the
-    coordinator and never read.
+    coordinator and never read; a group consumer that could not leave the group is dropped
+    from it at its session timeout.
     """
     try:
         async with asyncio.timeout(patience_s):

@@ -305,7 +305,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 await self._finish(owned)
         # Leaving the group lets the remaining instances take over at once. The revoke
         # callback runs again here and finds nothing left to commit.
-        await self._consumer.stop()
+        await stopped(self._consumer)
 
 
 def _ids(partitions: Iterable[TopicPartition]) -> list[int]:

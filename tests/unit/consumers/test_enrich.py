@@ -5,9 +5,17 @@ from __future__ import annotations
 import orjson
 import phonenumbers
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumers.events.model import SCHEMA_VERSION
-from consumers.processor.enrich import enrich, number_facts, region_and_type, utc_timestamp
+from consumers.processor.enrich import (
+    enrich,
+    number_facts,
+    parse_international,
+    region_and_type,
+    utc_timestamp,
+)
 from consumers.processor.identity import digest, event_id
 from consumers.processor.parse import parse
 from consumers.processor.rawmeta import RawMeta
@@ -301,6 +309,28 @@ def test_region_and_type_are_those_of_the_public_phonenumbers_functions() -> Non
         assert parsed.country_code is not None
         public = (phonenumbers.region_code_for_number(parsed), phonenumbers.number_type(parsed))
         assert region_and_type(parsed, parsed.country_code) == public, digits
+
+
+def public_parse(digits: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def test_parse_international_is_the_public_parse_for_every_regions_numbers() -> None:
+    """The shortcut past the library's free-text parsing gives the same number (calling code,
+    national number, Italian leading zeros) or the same refusal, valid numbers or not, with a
+    national prefix written after the calling code, or too short or too long."""
+    numbers = every_regions_numbers()
+    numbers += ["1", "12", "123", "0044", "4401234567890", "390612345678", "3906" + "9" * 14]
+    for digits in numbers:
+        assert parse_international(digits) == public_parse(digits), digits
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=24))
+def test_parse_international_is_the_public_parse_for_any_digits(digits: str) -> None:
+    assert parse_international(digits) == public_parse(digits)
 
 
 def test_event_numbers_are_kept_as_given_with_facts() -> None:

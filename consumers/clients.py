@@ -92,18 +92,8 @@ class KafkaClients:
                 await producer.begin_transaction()
                 await producer.abort_transaction()
             except KafkaError as error:
-                if attempts % LOG_EVERY == 0:
-                    log.warning(
-                        "could not initialise the transactional producer; retrying",
-                        extra={
-                            "fields": {
-                                "partition": tp.partition,
-                                "error": repr(error),
-                                "attempts": attempts + 1,
-                            }
-                        },
-                    )
                 attempts += 1
+                retrying("could not initialise the transactional producer", tp, error, attempts)
                 await stopped(producer)
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
@@ -143,6 +133,18 @@ class KafkaClients:
             fetch_max_bytes=READER_FETCH_BYTES,
             retry_backoff_ms=READER_RETRY_BACKOFF_MS,
             fetch_max_wait_ms=READER_FETCH_WAIT_MS,
+        )
+
+
+def retrying(what: str, tp: TopicPartition, error: BaseException, attempts: int) -> None:
+    """Say that `what` failed and is tried again: at the first attempt, then every
+    `LOG_EVERY`th, so that an outage of minutes is a few lines, not one a second."""
+    if attempts % LOG_EVERY == 1:
+        log.warning(
+            f"{what}; retrying",
+            extra={
+                "fields": {"partition": tp.partition, "error": repr(error), "attempts": attempts}
+            },
         )
 
 

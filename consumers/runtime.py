@@ -24,13 +24,20 @@ from collections.abc import Iterable
 from functools import partial
 
 from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from common.memory import release_free_memory
 from common.startup import until_kafka_answers
 from common.topics import ensure_topics
 from consumers.changelog import Changelog, state_topic
-from consumers.clients import KafkaClients, ProcessorClients, stopped
+from consumers.clients import (
+    RETRY_PAUSE_S,
+    KafkaClients,
+    ProcessorClients,
+    retrying,
+    stopped,
+)
 from consumers.instruments import ProcessorMetrics
 from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
@@ -207,17 +214,26 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         log.info("partitions assigned", extra={"fields": {"partitions": _ids(assigned)}})
 
     async def _open_paused(self, tp: TopicPartition) -> None:
-        try:
-            owned = await self._open(tp)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as error:  # noqa: BLE001 - surfaced by the processing loop
-            log.error(
-                "could not open a partition",
-                extra={"fields": {"partition": tp.partition, "error": repr(error)}},
-            )
-            self._failure = error
-            return
+        """Open `tp`, again and again while Kafka cannot be reached (an assignment can come
+        just before a broker goes down): the partition stays paused meanwhile, and a
+        revocation cancels the attempts. Any other failure stops the processor (exit 1)."""
+        attempts = 0
+        while True:
+            try:
+                owned = await self._open(tp)
+                break
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as error:
+                if not error.retriable:
+                    self._open_failed(tp, error)
+                    return
+                attempts += 1
+                retrying("could not open a partition yet", tp, error, attempts)
+                await asyncio.sleep(RETRY_PAUSE_S)
+            except BaseException as error:  # noqa: BLE001 - surfaced by the processing loop
+                self._open_failed(tp, error)
+                return
         if self._opening.get(tp) is not asyncio.current_task():
             await owned.close()  # revoked just as it finished opening
             return
@@ -227,6 +243,13 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._metrics.assigned_partitions.set(len(self._owned))
         self._consumer.resume(tp)
         log.info("partition ready", extra={"fields": {"partition": tp.partition}})
+
+    def _open_failed(self, tp: TopicPartition, error: BaseException) -> None:
+        log.error(
+            "could not open a partition",
+            extra={"fields": {"partition": tp.partition, "error": repr(error)}},
+        )
+        self._failure = error
 
     async def _cancel_opening(self, partitions: Iterable[TopicPartition] | None = None) -> None:
         """Stop opening `partitions` (all when None): they are no longer ours."""

@@ -3,8 +3,9 @@
 Exit status: 0 after a clean SIGTERM/SIGINT, 2 for invalid settings, 3 when fenced: another
 instance processed one of its partitions meanwhile (this one was a zombie: paused or cut off
 past its session timeout; the orchestrator restarts it and it rejoins the group with fresh
-state), 1 when a partition could not be opened (restored). An outage that outlives the
-transaction timeout is not fatal: the partition rewinds and carries on.
+state), 1 when a partition could not be opened (restored) for another reason than Kafka
+being out of reach, which is retried. An outage that outlives the transaction timeout is not
+fatal: the partition rewinds and carries on.
 """
 
 from __future__ import annotations

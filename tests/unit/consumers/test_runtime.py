@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -13,7 +14,7 @@ from consumers.runtime import ProcessorRuntime
 from consumers.settings import ProcessorSettings
 from devstack import DEVELOPMENT_PSEUDONYM_KEY
 from testkit.traffic import delivery_reports
-from tests.unit.consumers.standins import GroupConsumer, LoopClients, Producer, records
+from tests.unit.consumers.standins import GroupConsumer, LoopClients, Producer, Reader, records
 
 SETTINGS = ProcessorSettings.from_environ(
     {
@@ -96,4 +97,40 @@ async def test_a_partition_gone_from_the_assignment_before_its_revocation_still_
     await until(lambda: "commit" in journal or running.done())
     stop.set()
     await running
+    assert journal.count("commit") == 1
+
+
+async def test_a_partition_assigned_just_before_kafka_went_away_opens_once_it_is_back() -> None:
+    """The simulator's broker-restart test saw the processor exit 1: a partition's restore
+    could not reach the broker ("Unable to bootstrap") and the open failed for good. A
+    failure Kafka calls retriable is tried again, the partition paused meanwhile."""
+    tp = TopicPartition("raw", 0)
+    consumer = GroupConsumer(partitions=1)
+    journal: list[str] = []
+
+    class BrokerAwayOnce(LoopClients):
+        readers = 0
+
+        def reader(self, name: str) -> Reader:
+            self.readers += 1
+            reader = Reader()
+            if self.readers == 1:
+
+                async def refused() -> None:
+                    raise KafkaConnectionError("Unable to bootstrap")
+
+                reader.start = refused  # type: ignore[method-assign]
+            return reader
+
+    clients = BrokerAwayOnce(consumer, {0: Producer(journal)})
+    runtime = ProcessorRuntime(SETTINGS, ProcessorMetrics(CollectorRegistry()), clients)
+    await runtime.on_partitions_assigned([tp])
+    await until(lambda: runtime.assigned == [0])
+    assert clients.readers == 2
+    stop = asyncio.Event()
+    running = asyncio.create_task(runtime.run(stop))
+    consumer.feed(tp, records(delivery_reports(5), partition=0))
+    await until(lambda: "commit" in journal or running.done())
+    stop.set()
+    await running  # raises what failed the loop, if anything did
     assert journal.count("commit") == 1

@@ -13,8 +13,9 @@ One Task's failure is aiokafka's own and known too: a produce request that faile
 retriable error puts its batches back in the queue (`reenqueue`) after a backoff; if the
 producer failed every batch meanwhile (it was fenced, or abandoned by a rewind), the batch is
 gone from its pending set and the request's task dies with a KeyError nobody awaits
-(aio-libs/aiokafka PR 831, not merged). The batch's failure had already reached its sender
-(the fault drills found the report after a zombie processor was thawed).
+(aio-libs/aiokafka PR 831 proposed a fix; 0.14.0 still has the race). The batch's failure
+had already reached its sender (the fault drills found the report after a zombie processor
+was thawed).
 """
 
 from __future__ import annotations

@@ -19,14 +19,13 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import TopicPartition
 
 from consumers.changelog import Changelog
-from consumers.clients import ProcessorClients, stopped
+from consumers.clients import RETRY_PAUSE_S, ProcessorClients, stopped
 from consumers.instruments import ProcessorMetrics
 from consumers.processor.pipeline import PartitionPipeline
 from consumers.writer import DispositionWriter
 
 log = logging.getLogger("consumers.processor")
 
-RETRY_PAUSE_S: Final = 1.0
 # How long the group's committed offset may lag behind what this instance knows it committed
 # (missing, or lower) before the rewind believes what it reads.
 LAGGING_OFFSET_PATIENCE_S: Final = 30.0

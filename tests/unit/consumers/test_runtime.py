@@ -141,7 +141,7 @@ async def test_a_partition_whose_own_last_commit_never_shows_is_opened_afresh(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """After a broker restart the group showed the offset before this instance's last commit
-    for longer than the rewind waits (1500 against 2000, twice in a day of runs): the
+    for longer than the rewind waits (1500 against 2000, once in a day of runs): the
     partition is opened again as a successor would open it (take the id, read the offset,
     restore), and the processor goes on, rather than exit 3."""
     monkeypatch.setattr("consumers.partition.LAGGING_OFFSET_PATIENCE_S", 0.05)

@@ -36,11 +36,6 @@ class PartitionLost(RuntimeError):
     zombie: paused, or cut off, past its session): this instance must not write for it again."""
 
 
-class PartitionStale(RuntimeError):
-    """The group kept showing an offset below this instance's own last commit: this instance
-    cannot tell what is committed. It opens the partition afresh, as a successor would."""
-
-
 class PartitionRevoked(RuntimeError):
     """The group took the partition away meanwhile; the revocation cleans up."""
 
@@ -224,19 +219,13 @@ class OwnedPartition:
         ours; yet right after a broker restart the group can still show the offset before our
         last commit for a moment (seen with Kafka 4.4 on one broker). No other instance can
         move the offset backwards while this one is a member (a reset needs an empty group),
-        so a lower offset is read again until ours shows, for `LAGGING_OFFSET_PATIENCE_S`;
-        past that, PartitionStale: the partition is opened afresh.
+        so a lower offset is read again until ours shows, for `LAGGING_OFFSET_PATIENCE_S`.
         """
         if self.tp not in self._consumer.assignment():
             raise PartitionRevoked(f"partition {self.tp.partition} was revoked")
         committed = await self._committed()
         if fenced and committed < self.committed_offset:
             committed = await self._caught_up(committed)
-            if committed < self.committed_offset:
-                raise PartitionStale(
-                    f"partition {self.tp.partition}: committed offset {committed}, below this "
-                    f"instance's last commit {self.committed_offset}"
-                )
         ours = committed in (self.committed_offset, self.next_offset)
         if not ours and (fenced or committed > self.committed_offset):
             raise PartitionLost(

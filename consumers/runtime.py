@@ -39,7 +39,7 @@ from consumers.clients import (
     stopped,
 )
 from consumers.instruments import ProcessorMetrics
-from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked, PartitionStale
+from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
 from consumers.processor.pipeline import PartitionPipeline, configured_identity
 from consumers.restore import restore
@@ -164,8 +164,6 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             pass  # the revocation drops it
         except PartitionLost as error:
             self._failure = ProcessorFenced(str(error))
-        except PartitionStale as error:
-            self._reopen(owned, error)
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # noqa: BLE001 - surfaced by the processing loop
@@ -197,7 +195,7 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
             with contextlib.suppress(Exception):
                 await owned.busy
         if owned.uncommitted and self._failure is None:
-            with contextlib.suppress(PartitionRevoked, PartitionLost, PartitionStale):
+            with contextlib.suppress(PartitionRevoked, PartitionLost):
                 await owned.commit()
         await owned.close()
 
@@ -215,13 +213,10 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
                 self._opening[tp] = asyncio.create_task(self._open_paused(tp))
         log.info("partitions assigned", extra={"fields": {"partitions": _ids(assigned)}})
 
-    async def _open_paused(self, tp: TopicPartition, closing: OwnedPartition | None = None) -> None:
-        """Open `tp` (after closing what it was, `closing`), again and again while Kafka
-        cannot be reached (an assignment can come just before a broker goes down): the
-        partition stays paused meanwhile, and a revocation cancels the attempts. Any other
-        failure stops the processor (exit 1)."""
-        if closing is not None:
-            await closing.close()
+    async def _open_paused(self, tp: TopicPartition) -> None:
+        """Open `tp`, again and again while Kafka cannot be reached (an assignment can come
+        just before a broker goes down): the partition stays paused meanwhile, and a
+        revocation cancels the attempts. Any other failure stops the processor (exit 1)."""
         attempts = 0
         while True:
             try:
@@ -248,22 +243,6 @@ class ProcessorRuntime(ConsumerRebalanceListener):  # type: ignore[misc]  # aiok
         self._metrics.assigned_partitions.set(len(self._owned))
         self._consumer.resume(tp)
         log.info("partition ready", extra={"fields": {"partition": tp.partition}})
-
-    def _reopen(self, owned: OwnedPartition, error: PartitionStale) -> None:
-        """Drop a partition whose committed offset this instance can no longer trust and
-        open it again, as a successor would: take the id, read the offset, restore."""
-        tp = owned.tp
-        if self._owned.get(tp) is not owned or tp not in self._consumer.assignment():
-            return  # revoked meanwhile: the revocation finished it
-        log.warning(
-            "opening the partition afresh: %s",
-            error,
-            extra={"fields": {"partition": tp.partition}},
-        )
-        del self._owned[tp]
-        self._metrics.assigned_partitions.set(len(self._owned))
-        self._consumer.pause(tp)
-        self._opening[tp] = asyncio.create_task(self._open_paused(tp, closing=owned))
 
     def _open_failed(self, tp: TopicPartition, error: BaseException) -> None:
         log.error(

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.changelog import Changelog
 from consumers.instruments import ProcessorMetrics
-from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked, PartitionStale
+from consumers.partition import OwnedPartition, PartitionLost, PartitionRevoked
 from consumers.partitioning import EventPartitioner
 from consumers.processor.pipeline import PartitionPipeline
 from consumers.settings import ProcessorSettings
@@ -178,17 +178,16 @@ async def test_our_last_commit_read_lower_after_the_id_is_taken_again_is_waited_
     assert said == ["the committed offset lagged behind this instance's last commit"]
 
 
-async def test_an_offset_that_stays_below_our_last_commit_gives_up_the_partitions_state(
+async def test_an_offset_that_stays_below_our_last_commit_stops_the_partition(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Past the patience this instance cannot tell what is committed: it neither goes on
-    from the lower offset with state that kept the batch's keys (its records would be
-    dropped as duplicates) nor stops the processor; the runtime opens the partition afresh."""
+    """Past the patience, what the group says wins: the partition is lost, not written again
+    from an offset this instance did not commit."""
     monkeypatch.setattr("consumers.partition.LAGGING_OFFSET_PATIENCE_S", 0.05)
     consumer = Consumer(committed=0)
     partition, _ = await committed_then_failing(consumer)
     consumer.committed_offset = 3
-    with pytest.raises(PartitionStale, match="committed offset 3"):
+    with pytest.raises(PartitionLost, match="committed offset 3"):
         await partition.commit()
     assert consumer.seeks == []
 

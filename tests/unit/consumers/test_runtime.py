@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
@@ -135,41 +134,3 @@ async def test_a_partition_assigned_just_before_kafka_went_away_opens_once_it_is
     stop.set()
     await running  # raises what failed the loop, if anything did
     assert journal.count("commit") == 1
-
-
-async def test_a_partition_whose_own_last_commit_never_shows_is_opened_afresh(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """After a broker restart the group showed the offset before this instance's last commit
-    for longer than the rewind waits (1500 against 2000, once in a day of runs): the
-    partition is opened again as a successor would open it (take the id, read the offset,
-    restore), and the processor goes on, rather than exit 3."""
-    monkeypatch.setattr("consumers.partition.LAGGING_OFFSET_PATIENCE_S", 0.05)
-    tp = TopicPartition("raw", 0)
-    consumer = GroupConsumer(partitions=1)  # the group never shows a commit: always "0"
-    journal: list[str] = []
-    producer = Producer(journal)
-
-    class CountedReaders(LoopClients):
-        readers = 0
-
-        def reader(self, name: str) -> Reader:
-            self.readers += 1
-            return Reader()
-
-    clients = CountedReaders(consumer, {0: producer})
-    runtime = ProcessorRuntime(SETTINGS, ProcessorMetrics(CollectorRegistry()), clients)
-    await runtime.on_partitions_assigned([tp])
-    await until(lambda: runtime.assigned == [0])
-    stop = asyncio.Event()
-    running = asyncio.create_task(runtime.run(stop))
-    consumer.feed(tp, records(delivery_reports(5), partition=0))
-    await until(lambda: journal.count("commit") == 1 or running.done())
-    producer.fail["commit"] = KafkaError("request timed out")
-    consumer.feed(tp, records(delivery_reports(5, seed=2), 5, partition=0))
-    await until(lambda: (clients.readers == 2 and runtime.assigned == [0]) or running.done())
-    consumer.feed(tp, records(delivery_reports(5, seed=3), partition=0))
-    await until(lambda: journal.count("commit") == 2 or running.done())
-    stop.set()
-    await running  # raises what failed the loop, if anything did
-    assert clients.readers == 2
